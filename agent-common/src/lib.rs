@@ -1,0 +1,158 @@
+//! The event ABI shared by the eBPF programs (`agent-ebpf`), the in-process hook engine and
+//! the agent. Everything here is `#[repr(C)]` with explicit padding and a compile-time size
+//! check, so that the kernel side and the user side cannot drift apart.
+#![no_std]
+
+/// Kinds of records written into the event ring.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// One whole net/http server request: entry and return were both seen.
+    HttpServerRequest = 1,
+}
+
+impl EventKind {
+    pub fn from_u32(v: u32) -> Option<EventKind> {
+        match v {
+            1 => Some(EventKind::HttpServerRequest),
+            _ => None,
+        }
+    }
+}
+
+/// Bytes kept of the request method (`GET`, `OPTIONS`, ... fit easily).
+pub const METHOD_MAX: usize = 16;
+/// Bytes kept of the URL path; longer paths are truncated and flagged.
+pub const PATH_MAX: usize = 256;
+/// Bytes kept of the `Host` header.
+pub const HOST_MAX: usize = 64;
+
+/// Flag bits of [`HttpServerRequest::flags`].
+pub mod http_flags {
+    /// The method did not fit in [`super::METHOD_MAX`] bytes.
+    pub const METHOD_TRUNCATED: u16 = 1 << 0;
+    /// The path did not fit in [`super::PATH_MAX`] bytes.
+    pub const PATH_TRUNCATED: u16 = 1 << 1;
+    /// The host did not fit in [`super::HOST_MAX`] bytes.
+    pub const HOST_TRUNCATED: u16 = 1 << 2;
+    /// The response writer was not one whose status the probe knows how to read.
+    pub const STATUS_UNKNOWN: u16 = 1 << 3;
+    /// Reading some of the request from the traced process failed.
+    pub const READ_FAILED: u16 = 1 << 4;
+}
+
+/// One net/http server request, written at the return of `serverHandler.ServeHTTP`.
+///
+/// Times are `CLOCK_MONOTONIC` nanoseconds (the kernel's `bpf_ktime_get_ns`); the agent turns
+/// them into wall-clock milliseconds.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HttpServerRequest {
+    /// Always [`EventKind::HttpServerRequest`] as u32: the first word of every record is its kind.
+    pub kind: u32,
+    /// Process id (thread group id) in the agent's pid namespace.
+    pub pid: u32,
+    /// Thread that ran the entry probe.
+    pub tid: u32,
+    /// HTTP status written by the handler (0 when unknown).
+    pub status: u32,
+    /// Go goroutine id of the handler.
+    pub goid: u64,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub method_len: u16,
+    pub path_len: u16,
+    pub host_len: u16,
+    /// See [`http_flags`].
+    pub flags: u16,
+    pub method: [u8; METHOD_MAX],
+    pub path: [u8; PATH_MAX],
+    pub host: [u8; HOST_MAX],
+}
+
+const _: () = assert!(core::mem::size_of::<HttpServerRequest>() == 384);
+
+/// Where one process keeps the fields the net/http probes read. Offsets are in bytes; the
+/// agent fills one per traced process (keyed by pid) from DWARF or the offsets table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HttpServerOffsets {
+    /// `runtime.g.goid`.
+    pub g_goid: u64,
+    /// `net/http.Request.Method` (a Go string: pointer, length).
+    pub request_method: u64,
+    /// `net/http.Request.URL` (a `*net/url.URL`).
+    pub request_url: u64,
+    /// `net/http.Request.Host` (a Go string).
+    pub request_host: u64,
+    /// `net/url.URL.Path` (a Go string).
+    pub url_path: u64,
+    /// `net/http.response.status` (an int).
+    pub response_status: u64,
+    /// Run-time address of the itab `*net/http.response` as `net/http.ResponseWriter`; the
+    /// status is only read when the response writer has this itab. 0 = never read it.
+    pub response_itab: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<HttpServerOffsets>() == 56);
+
+/// Key of an in-flight request: the goroutine (its `g` pointer) inside one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoroutineKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub g: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
+
+/// What the entry probe keeps until the return probe of the same goroutine fires.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HttpServerInFlight {
+    /// The `*http.Request` argument: a second entry with the same request is the same call
+    /// fired again (after `morestack` or a preemption signal), not a new request.
+    pub request: u64,
+    /// The data word of the `ResponseWriter` interface argument.
+    pub response: u64,
+    /// The itab word of the `ResponseWriter` interface argument.
+    pub response_itab: u64,
+    pub event: HttpServerRequest,
+}
+
+const _: () = assert!(core::mem::size_of::<HttpServerInFlight>() == 408);
+
+/// Map names, shared so that the agent looks up exactly what the programs define.
+pub mod maps {
+    pub const EVENTS: &str = "EVENTS";
+    pub const HTTP_SERVER_OFFSETS: &str = "HTTP_SERVER_OFFSETS";
+    pub const HTTP_SERVER_IN_FLIGHT: &str = "HTTP_SERVER_IN_FLIGHT";
+}
+
+/// Program names, shared so that the probe catalog names what the object file contains.
+pub mod programs {
+    pub const HTTP_SERVER_ENTRY: &str = "http_server_entry";
+    pub const HTTP_SERVER_RETURN: &str = "http_server_return";
+}
+
+/// Bounds of the kernel-side maps.
+pub mod limits {
+    /// Size of the event ring in bytes (a power of two, page-aligned).
+    pub const EVENTS_RING_BYTES: u32 = 8 << 20;
+    /// Processes whose offsets can be registered at once.
+    pub const MAX_PROCESSES: u32 = 4096;
+    /// Requests in flight across all traced processes; the oldest is evicted past this.
+    pub const MAX_IN_FLIGHT: u32 = 16384;
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data: repr(C), no padding holes that carry meaning, every bit
+    // pattern is valid.
+    unsafe impl aya::Pod for super::HttpServerOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GoroutineKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HttpServerInFlight {}
+}

@@ -1,0 +1,3 @@
+fn main() {
+    let _ = include_bytes!(concat!(env!("OUT_DIR"), "/skyhook-probes"));
+}

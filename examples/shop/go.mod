@@ -1,0 +1,3 @@
+module skyhook/examples/shop
+
+go 1.21

@@ -1,0 +1,3 @@
+module skyhook/examples/traffic
+
+go 1.21

@@ -1,0 +1,1 @@
+//! SkyWalking v3 protocol.

@@ -1,0 +1,1 @@
+//! Test support: the loopback collector and Go fixture builds.
