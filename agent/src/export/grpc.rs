@@ -1,0 +1,274 @@
+//! The SkyWalking gRPC reporter: segments are batched and streamed to
+//! `TraceSegmentReportService/collect` (one client stream per batch, like SkyWalking's own
+//! agents), and every traced instance is announced and kept alive over `ManagementService`.
+//!
+//! Bounded: at most [`MAX_PENDING`] segments wait while the collector is unreachable; past
+//! that the oldest are dropped and counted.
+use std::{collections::VecDeque, time::Duration};
+
+use proto::sw::{
+    InstancePingPkg, InstanceProperties, KeyStringValuePair, SegmentObject,
+    management_service_client::ManagementServiceClient,
+    trace_segment_report_service_client::TraceSegmentReportServiceClient,
+};
+use tokio::{sync::mpsc, time::Instant};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use crate::assemble::{ProcessNames, Registry};
+
+/// Segments per `collect` stream.
+pub const MAX_BATCH: usize = 500;
+/// How long a partial batch may wait before it is sent.
+pub const BATCH_DELAY: Duration = Duration::from_millis(200);
+/// Segments kept while the collector is unreachable (drop oldest past this).
+pub const MAX_PENDING: usize = 20_000;
+/// `keepAlive` period, as SkyWalking's Go agent (`check_interval`).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// How long shutdown waits for the last segments to be delivered.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(5);
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ReporterStats {
+    pub received: u64,
+    pub sent: u64,
+    pub dropped: u64,
+}
+
+pub struct GrpcReporter {
+    segments: TraceSegmentReportServiceClient<Channel>,
+    management: ManagementServiceClient<Channel>,
+    registry: Registry,
+    target: String,
+    pending: VecDeque<SegmentObject>,
+    stats: ReporterStats,
+    /// Instances announced on the current connection.
+    announced: Vec<u32>,
+    healthy: bool,
+    backoff: Duration,
+    retry_at: Instant,
+}
+
+impl GrpcReporter {
+    /// Connects lazily: a collector that is down at start is retried, not fatal.
+    pub fn new(collector: &str, registry: Registry) -> anyhow::Result<GrpcReporter> {
+        let uri = if collector.contains("://") {
+            collector.to_string()
+        } else {
+            format!("http://{collector}")
+        };
+        let channel = Endpoint::from_shared(uri.clone())
+            .map_err(|e| anyhow::anyhow!("invalid collector address {collector:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(RPC_TIMEOUT)
+            .connect_lazy();
+        Ok(GrpcReporter {
+            segments: TraceSegmentReportServiceClient::new(channel.clone()),
+            management: ManagementServiceClient::new(channel),
+            registry,
+            target: uri,
+            pending: VecDeque::new(),
+            stats: ReporterStats::default(),
+            announced: Vec::new(),
+            healthy: true,
+            backoff: BACKOFF_MIN,
+            retry_at: Instant::now(),
+        })
+    }
+
+    fn push(&mut self, seg: SegmentObject) {
+        self.stats.received += 1;
+        if self.pending.len() >= MAX_PENDING {
+            self.pending.pop_front();
+            self.stats.dropped += 1;
+            if self.stats.dropped.is_power_of_two() {
+                warn!(dropped = self.stats.dropped, max_pending = MAX_PENDING, "collector is behind: dropping oldest segments");
+            }
+        }
+        self.pending.push_back(seg);
+    }
+
+    fn failed(&mut self, what: &str, err: &tonic::Status) {
+        if self.healthy {
+            warn!(collector = %self.target, code = ?err.code(), error = %err.message(), "{what} failed; retrying with backoff");
+        }
+        self.healthy = false;
+        self.announced.clear();
+        // Jitter keeps a fleet of agents from reconnecting in step.
+        let jitter = rand::random_range(0.5..1.0);
+        self.retry_at = Instant::now() + self.backoff.mul_f64(jitter);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    fn recovered(&mut self) {
+        if !self.healthy {
+            info!(collector = %self.target, "collector reachable again");
+        }
+        self.healthy = true;
+        self.backoff = BACKOFF_MIN;
+    }
+
+    /// Announces instances not yet announced on this connection.
+    async fn announce(&mut self) {
+        let names: Vec<(u32, ProcessNames)> = match self.registry.read() {
+            Ok(r) => r.iter().map(|(p, n)| (*p, n.clone())).collect(),
+            Err(_) => return,
+        };
+        for (pid, n) in names {
+            if self.announced.contains(&pid) {
+                continue;
+            }
+            let req = instance_properties(pid, &n);
+            match self.management.report_instance_properties(req).await {
+                Ok(_) => self.announced.push(pid),
+                Err(e) => {
+                    self.failed("reportInstanceProperties", &e);
+                    return;
+                }
+            }
+        }
+        self.announced.retain(|pid| names_contains(&self.registry, *pid));
+    }
+
+    async fn keep_alive(&mut self) {
+        let names: Vec<ProcessNames> = match self.registry.read() {
+            Ok(r) => r.values().cloned().collect(),
+            Err(_) => return,
+        };
+        for n in names {
+            let ping = InstancePingPkg {
+                service: n.service,
+                service_instance: n.instance,
+                layer: String::new(),
+            };
+            if let Err(e) = self.management.keep_alive(ping).await {
+                self.failed("keepAlive", &e);
+                return;
+            }
+        }
+    }
+
+    /// Sends up to one batch. Returns false when the collector failed.
+    async fn send_batch(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        let n = self.pending.len().min(MAX_BATCH);
+        let batch: Vec<SegmentObject> = self.pending.iter().take(n).cloned().collect();
+        match self.segments.collect(tokio_stream::iter(batch)).await {
+            Ok(_) => {
+                self.pending.drain(..n);
+                self.stats.sent += n as u64;
+                self.recovered();
+                true
+            }
+            Err(e) => {
+                self.failed("collect", &e);
+                false
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        if Instant::now() < self.retry_at {
+            return;
+        }
+        self.announce().await;
+        while !self.pending.is_empty() {
+            if !self.send_batch().await {
+                break;
+            }
+        }
+    }
+
+    /// The export loop: ends when the input closes and the last segments are delivered or
+    /// the flush deadline passes.
+    pub async fn run(mut self, mut input: mpsc::Receiver<SegmentObject>) -> ReporterStats {
+        let mut tick = tokio::time::interval(BATCH_DELAY);
+        let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+        keep_alive.tick().await;
+        loop {
+            tokio::select! {
+                seg = input.recv() => match seg {
+                    Some(seg) => {
+                        self.push(seg);
+                        if self.pending.len() >= MAX_BATCH {
+                            self.flush().await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => self.flush().await,
+                _ = keep_alive.tick() => {
+                    if Instant::now() >= self.retry_at {
+                        self.keep_alive().await;
+                    }
+                }
+            }
+        }
+        // Shutdown: one more try regardless of backoff, bounded by the deadline.
+        let deadline = Instant::now() + FLUSH_DEADLINE;
+        self.retry_at = Instant::now();
+        while !self.pending.is_empty() && Instant::now() < deadline {
+            let left = deadline - Instant::now();
+            match tokio::time::timeout(left, self.send_batch()).await {
+                Ok(true) => {}
+                Ok(false) | Err(_) => break,
+            }
+        }
+        self.stats.dropped += self.pending.len() as u64;
+        if !self.pending.is_empty() {
+            warn!(lost = self.pending.len(), "collector unreachable at shutdown: segments not delivered");
+        }
+        self.stats
+    }
+}
+
+fn names_contains(registry: &Registry, pid: u32) -> bool {
+    registry.read().map(|r| r.contains_key(&pid)).unwrap_or(false)
+}
+
+fn kv(key: &str, value: impl Into<String>) -> KeyStringValuePair {
+    KeyStringValuePair {
+        key: key.to_string(),
+        value: value.into(),
+    }
+}
+
+/// The properties SkyWalking's Go agent reports, for the traced process (not the agent).
+fn instance_properties(pid: u32, n: &ProcessNames) -> InstanceProperties {
+    let mut properties = vec![
+        kv("Process No.", pid.to_string()),
+        kv("hostname", crate::discover::hostname()),
+        kv("language", "go"),
+        kv("OS Name", std::env::consts::OS),
+        kv("skyhook version", env!("CARGO_PKG_VERSION")),
+        kv("probe mode", "ebpf"),
+    ];
+    if let Some(go) = &n.go_version {
+        properties.push(kv("Go version", go.clone()));
+    }
+    for ip in local_ipv4s() {
+        properties.push(kv("ipv4", ip));
+    }
+    InstanceProperties {
+        service: n.service.clone(),
+        service_instance: n.instance.clone(),
+        properties,
+        layer: String::new(),
+    }
+}
+
+fn local_ipv4s() -> Vec<String> {
+    nix::ifaddrs::getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| a.address?.as_sockaddr_in().map(|s| s.ip().to_string()))
+                .filter(|ip| ip != "127.0.0.1")
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,77 @@
+//! The probe catalog: what skyhook instruments, as data. One table per instrumented library;
+//! `attach` reads these and nothing else decides where probes go.
+
+/// A struct field a probe reads, located by DWARF (the offsets table arrives with the
+/// binary-compatibility work).
+#[derive(Clone, Copy, Debug)]
+pub struct Field {
+    /// Go type name with its import path, as DWARF spells it: `net/http.Request`.
+    pub type_name: &'static str,
+    pub field: &'static str,
+    /// A missing required field means the probe is not attached; a missing optional one
+    /// only loses that datum.
+    pub required: bool,
+}
+
+/// One instrumented Go function: an entry probe and a probe on each of its RET sites.
+#[derive(Clone, Copy, Debug)]
+pub struct FunctionProbe {
+    /// Short name for logs and status: `net/http server`.
+    pub name: &'static str,
+    /// Go symbol, as in the ELF symbol table and pclntab.
+    pub symbol: &'static str,
+    pub entry_program: &'static str,
+    pub return_program: &'static str,
+    pub fields: &'static [Field],
+}
+
+pub const G_GOID: Field = Field {
+    type_name: "runtime.g",
+    field: "goid",
+    required: true,
+};
+pub const REQUEST_METHOD: Field = Field {
+    type_name: "net/http.Request",
+    field: "Method",
+    required: true,
+};
+pub const REQUEST_URL: Field = Field {
+    type_name: "net/http.Request",
+    field: "URL",
+    required: true,
+};
+pub const REQUEST_HOST: Field = Field {
+    type_name: "net/http.Request",
+    field: "Host",
+    required: true,
+};
+pub const URL_PATH: Field = Field {
+    type_name: "net/url.URL",
+    field: "Path",
+    required: true,
+};
+pub const RESPONSE_STATUS: Field = Field {
+    type_name: "net/http.response",
+    field: "status",
+    required: false,
+};
+
+/// The itab of `*net/http.response` as a `net/http.ResponseWriter`: HTTP/1 responses, the
+/// only ones whose status field the server probe reads.
+pub const HTTP1_RESPONSE_ITAB: &str = "go:itab.*net/http.response,net/http.ResponseWriter";
+
+/// net/http server: one Entry span per request handled by `serverHandler.ServeHTTP`.
+pub const HTTP_SERVER: FunctionProbe = FunctionProbe {
+    name: "net/http server",
+    symbol: "net/http.serverHandler.ServeHTTP",
+    entry_program: agent_common::programs::HTTP_SERVER_ENTRY,
+    return_program: agent_common::programs::HTTP_SERVER_RETURN,
+    fields: &[
+        G_GOID,
+        REQUEST_METHOD,
+        REQUEST_URL,
+        REQUEST_HOST,
+        URL_PATH,
+        RESPONSE_STATUS,
+    ],
+};

@@ -1,0 +1,363 @@
+//! Attach: load the eBPF object once, then for each traced process resolve the catalog's
+//! symbols, RET sites and struct offsets in its binary and attach the programs to it.
+pub mod catalog;
+
+use std::{collections::HashMap, num::NonZeroU32, os::unix::fs::MetadataExt as _};
+
+use agent_common::{HttpServerOffsets, maps as map_names};
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, MapData, RingBuf},
+    programs::{UProbe, uprobe::UProbeLinkId, uprobe::UProbeScope},
+};
+use gobin::GoBinary;
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::discover::Target;
+use catalog::{Field, FunctionProbe};
+
+/// The eBPF object built from `agent-ebpf` by build.rs.
+static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/skyhook-probes"));
+
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error("loading the eBPF programs into the kernel")]
+    Load(#[source] aya::EbpfError),
+    #[error("eBPF program {name} is missing from the object")]
+    MissingProgram { name: &'static str },
+    #[error("eBPF map {name} is missing from the object")]
+    MissingMap { name: &'static str },
+    #[error("eBPF program {name}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("process {pid} ({exe}) is not a Go program we can read")]
+    Binary {
+        pid: u32,
+        exe: String,
+        #[source]
+        source: gobin::Error,
+    },
+    #[error("process {pid} ({exe}) does not use {probe}: symbol {symbol} not found")]
+    SymbolMissing {
+        pid: u32,
+        exe: String,
+        probe: &'static str,
+        symbol: &'static str,
+    },
+    #[error("process {pid} ({exe}): {probe}: no RET instruction found in {symbol}")]
+    NoReturnSites {
+        pid: u32,
+        exe: String,
+        probe: &'static str,
+        symbol: &'static str,
+    },
+    #[error("process {pid} ({exe}): {probe}: offset of {type_name}.{field} is unknown ({why})")]
+    FieldUnknown {
+        pid: u32,
+        exe: String,
+        probe: &'static str,
+        type_name: &'static str,
+        field: &'static str,
+        why: String,
+    },
+    #[error("process {pid} ({exe}): address {vaddr:#x} of {symbol} is not in a loadable segment")]
+    NotMapped {
+        pid: u32,
+        exe: String,
+        symbol: &'static str,
+        vaddr: u64,
+    },
+    #[error("process {pid}: cannot find where its executable is mapped")]
+    LoadBias {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What was attached to one process; detached when dropped from [`Probes`].
+#[derive(Debug)]
+pub struct AttachedProcess {
+    pub pid: u32,
+    pub go_version: String,
+    links: Vec<(&'static str, UProbeLinkId)>,
+    pub status_readable: bool,
+}
+
+/// The loaded eBPF object and everything attached from it.
+pub struct Probes {
+    ebpf: Ebpf,
+    attached: HashMap<u32, AttachedProcess>,
+}
+
+impl Probes {
+    /// Loads and verifies every program once; attaching comes per process.
+    pub fn load() -> Result<Probes, ProbeError> {
+        let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(ProbeError::Load)?;
+        for name in [catalog::HTTP_SERVER.entry_program, catalog::HTTP_SERVER.return_program] {
+            let prog: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram { name })?
+                .try_into()
+                .map_err(|source| ProbeError::Program { name, source })?;
+            prog.load().map_err(|source| ProbeError::Program { name, source })?;
+        }
+        Ok(Probes {
+            ebpf,
+            attached: HashMap::new(),
+        })
+    }
+
+    /// The ring the programs write into; the collect stage owns it from here on.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let name = map_names::EVENTS;
+        let map = self.ebpf.take_map(name).ok_or(ProbeError::MissingMap { name })?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map { name, source })
+    }
+
+    /// Resolves the net/http server probe in the target's binary and attaches it, scoped to
+    /// this one process.
+    pub fn attach(&mut self, target: &Target) -> Result<&AttachedProcess, ProbeError> {
+        let pid = target.pid;
+        let exe = target.exe_name.display().to_string();
+        let bin = GoBinary::open(&target.exe_path).map_err(|source| ProbeError::Binary {
+            pid,
+            exe: exe.clone(),
+            source,
+        })?;
+        bin.require_register_abi().map_err(|source| ProbeError::Binary {
+            pid,
+            exe: exe.clone(),
+            source,
+        })?;
+        let spec = &catalog::HTTP_SERVER;
+        let resolved = resolve(&bin, spec, pid, &exe)?;
+        let bias = load_bias(pid, &bin, &target.exe_path)
+            .map_err(|source| ProbeError::LoadBias { pid, source })?;
+        let response_itab = bin
+            .symbol_address(catalog::HTTP1_RESPONSE_ITAB)
+            .map(|a| a.wrapping_add(bias))
+            .unwrap_or(0);
+        let off = |f: &Field| resolved.field(f);
+        let response_status = off(&catalog::RESPONSE_STATUS);
+        let status_readable = response_status.is_some() && response_itab != 0;
+        if !status_readable {
+            warn!(pid, exe, "status codes cannot be read in this binary (no DWARF for net/http.response or no itab symbol)");
+        }
+        let offsets = HttpServerOffsets {
+            g_goid: off(&catalog::G_GOID).unwrap_or(0),
+            request_method: off(&catalog::REQUEST_METHOD).unwrap_or(0),
+            request_url: off(&catalog::REQUEST_URL).unwrap_or(0),
+            request_host: off(&catalog::REQUEST_HOST).unwrap_or(0),
+            url_path: off(&catalog::URL_PATH).unwrap_or(0),
+            response_status: response_status.unwrap_or(0),
+            response_itab: if status_readable { response_itab } else { 0 },
+        };
+        {
+            let name = map_names::HTTP_SERVER_OFFSETS;
+            let map = self.ebpf.map_mut(name).ok_or(ProbeError::MissingMap { name })?;
+            let mut map: BpfHashMap<_, u32, HttpServerOffsets> =
+                BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+            map.insert(&pid, &offsets, 0)
+                .map_err(|source| ProbeError::Map { name, source })?;
+        }
+
+        let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
+        let mut links = Vec::new();
+        let attach_result = (|| {
+            for (name, offsets) in [
+                (spec.entry_program, vec![resolved.entry]),
+                (spec.return_program, resolved.returns.clone()),
+            ] {
+                let prog: &mut UProbe = self
+                    .ebpf
+                    .program_mut(name)
+                    .ok_or(ProbeError::MissingProgram { name })?
+                    .try_into()
+                    .map_err(|source| ProbeError::Program { name, source })?;
+                let link = prog
+                    .attach(offsets.iter().copied(), &target.exe_path, scope)
+                    .map_err(|source| ProbeError::Program { name, source })?;
+                links.push((name, link));
+            }
+            Ok(())
+        })();
+        let attached = AttachedProcess {
+            pid,
+            go_version: bin.build_info().go_version.clone(),
+            links,
+            status_readable,
+        };
+        if let Err(e) = attach_result {
+            self.detach_process(attached);
+            return Err(e);
+        }
+        info!(
+            pid,
+            exe,
+            go = attached.go_version,
+            probe = spec.name,
+            symbol = spec.symbol,
+            return_sites = resolved.returns.len(),
+            "attached"
+        );
+        Ok(self.attached.entry(pid).insert_entry(attached).into_mut())
+    }
+
+    /// Detaches everything attached to `pid` and forgets its offsets.
+    pub fn detach(&mut self, pid: u32) {
+        if let Some(p) = self.attached.remove(&pid) {
+            self.detach_process(p);
+        }
+    }
+
+    /// Detaches every process.
+    pub fn detach_all(&mut self) {
+        let pids: Vec<u32> = self.attached.keys().copied().collect();
+        for pid in pids {
+            self.detach(pid);
+        }
+    }
+
+    pub fn attached_pids(&self) -> Vec<u32> {
+        self.attached.keys().copied().collect()
+    }
+
+    fn detach_process(&mut self, p: AttachedProcess) {
+        for (name, link) in p.links {
+            let prog: Option<&mut UProbe> =
+                self.ebpf.program_mut(name).and_then(|p| p.try_into().ok());
+            if let Some(prog) = prog {
+                if let Err(e) = prog.detach(link) {
+                    debug!(pid = p.pid, program = name, error = %e, "detach");
+                }
+            }
+        }
+        let name = map_names::HTTP_SERVER_OFFSETS;
+        if let Some(map) = self.ebpf.map_mut(name) {
+            if let Ok(mut map) = BpfHashMap::<_, u32, HttpServerOffsets>::try_from(map) {
+                let _ = map.remove(&p.pid);
+            }
+        }
+        debug!(pid = p.pid, "detached");
+    }
+}
+
+/// A probe resolved in one binary: uprobe file offsets and field offsets.
+struct Resolved {
+    entry: u64,
+    returns: Vec<u64>,
+    fields: Vec<(&'static str, &'static str, Option<u64>)>,
+}
+
+impl Resolved {
+    fn field(&self, f: &Field) -> Option<u64> {
+        self.fields
+            .iter()
+            .find(|(t, n, _)| *t == f.type_name && *n == f.field)
+            .and_then(|(_, _, o)| *o)
+    }
+}
+
+fn resolve(bin: &GoBinary, spec: &FunctionProbe, pid: u32, exe: &str) -> Result<Resolved, ProbeError> {
+    let func = bin.function(spec.symbol).ok_or_else(|| ProbeError::SymbolMissing {
+        pid,
+        exe: exe.to_string(),
+        probe: spec.name,
+        symbol: spec.symbol,
+    })?;
+    let file_offset = |vaddr: u64| {
+        bin.file_offset(vaddr).ok_or_else(|| ProbeError::NotMapped {
+            pid,
+            exe: exe.to_string(),
+            symbol: spec.symbol,
+            vaddr,
+        })
+    };
+    let entry = file_offset(func.address)?;
+    let rets = bin.ret_sites(&func).map_err(|source| ProbeError::Binary {
+        pid,
+        exe: exe.to_string(),
+        source,
+    })?;
+    if rets.is_empty() {
+        return Err(ProbeError::NoReturnSites {
+            pid,
+            exe: exe.to_string(),
+            probe: spec.name,
+            symbol: spec.symbol,
+        });
+    }
+    let returns = rets.into_iter().map(file_offset).collect::<Result<Vec<_>, _>>()?;
+
+    let wanted: Vec<(&str, &str)> = spec.fields.iter().map(|f| (f.type_name, f.field)).collect();
+    let found = bin.struct_field_offsets(&wanted);
+    let mut fields = Vec::with_capacity(spec.fields.len());
+    for (i, f) in spec.fields.iter().enumerate() {
+        let (offset, why) = match &found {
+            Ok(v) => match v.get(i).copied().flatten() {
+                Some(o) => (Some(o), String::new()),
+                None => (None, "not in the binary's DWARF".to_string()),
+            },
+            Err(e) => (None, e.to_string()),
+        };
+        if offset.is_none() {
+            if f.required {
+                return Err(ProbeError::FieldUnknown {
+                    pid,
+                    exe: exe.to_string(),
+                    probe: spec.name,
+                    type_name: f.type_name,
+                    field: f.field,
+                    why,
+                });
+            }
+            warn!(pid, exe, probe = spec.name, field = %format!("{}.{}", f.type_name, f.field), why, "optional field unknown");
+        }
+        fields.push((f.type_name, f.field, offset));
+    }
+    Ok(Resolved {
+        entry,
+        returns,
+        fields,
+    })
+}
+
+/// How far the executable was moved from its link-time addresses (non-zero for PIE).
+fn load_bias(pid: u32, bin: &GoBinary, exe_path: &std::path::Path) -> std::io::Result<u64> {
+    let meta = std::fs::metadata(exe_path)?;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    for line in maps.lines() {
+        let mut cols = line.split_whitespace();
+        let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(inode)) =
+            (cols.next(), cols.next(), cols.next(), cols.next(), cols.next())
+        else {
+            continue;
+        };
+        if inode.parse::<u64>().ok() != Some(meta.ino()) {
+            continue;
+        }
+        let start = range.split('-').next().and_then(|s| u64::from_str_radix(s, 16).ok());
+        let offset = u64::from_str_radix(offset, 16).ok();
+        let (Some(start), Some(offset)) = (start, offset) else {
+            continue;
+        };
+        if let Some(vaddr) = bin.vaddr_of_file_offset(offset) {
+            return Ok(start.wrapping_sub(vaddr));
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "no mapping of the executable in /proc/PID/maps",
+    ))
+}
