@@ -6,10 +6,16 @@ mod export;
 mod probes;
 mod run;
 
+use std::io::IsTerminal as _;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "skyhook", version, about = "Zero-code tracing of Go services for Apache SkyWalking")]
+#[command(
+    name = "skyhook",
+    version,
+    about = "Zero-code tracing of Go services for Apache SkyWalking"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,6 +31,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SKYHOOK_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

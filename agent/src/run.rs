@@ -63,7 +63,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         .map(|&pid| Target::from_pid(pid, &naming))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let mut probes = Probes::load().context("loading eBPF programs (skyhook needs root or CAP_BPF+CAP_PERFMON)")?;
+    let mut probes = Probes::load()
+        .context("loading eBPF programs (skyhook needs root or CAP_BPF+CAP_PERFMON)")?;
     let mut ring = probes.take_events()?;
     let registry: Registry = Default::default();
     for target in &targets {
@@ -73,7 +74,12 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             instance: target.instance.clone(),
             go_version: Some(attached.go_version.clone()),
         };
-        info!(pid = target.pid, service = names.service, instance = names.instance, "tracing");
+        info!(
+            pid = target.pid,
+            service = names.service,
+            instance = names.instance,
+            "tracing"
+        );
         registry
             .write()
             .map_err(|_| anyhow::anyhow!("process registry poisoned"))?
@@ -82,14 +88,23 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
 
     let (event_tx, event_rx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let (segment_tx, segment_rx) = mpsc::channel::<SegmentObject>(SEGMENT_QUEUE);
-    let assemble_task = tokio::spawn(assemble::run(Assembler::new(registry.clone()), event_rx, segment_tx));
+    let assemble_task = tokio::spawn(assemble::run(
+        Assembler::new(registry.clone()),
+        event_rx,
+        segment_tx,
+    ));
     let export_task = match &args.collector {
         Some(addr) => {
             let reporter = GrpcReporter::new(addr, registry.clone())?;
             info!(collector = addr, "reporting to SkyWalking");
             tokio::spawn(async move {
                 let s = reporter.run(segment_rx).await;
-                info!(received = s.received, sent = s.sent, dropped = s.dropped, "reporter finished");
+                info!(
+                    received = s.received,
+                    sent = s.sent,
+                    dropped = s.dropped,
+                    "reporter finished"
+                );
             })
         }
         None => {
@@ -133,6 +148,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     drop(event_tx);
     assemble_task.await.context("assemble stage")?;
     export_task.await.context("export stage")?;
-    info!(records = stats.records, malformed = stats.malformed, dropped = stats.dropped_full, "stopped");
+    info!(
+        records = stats.records,
+        malformed = stats.malformed,
+        dropped = stats.dropped_full,
+        "stopped"
+    );
     Ok(())
 }

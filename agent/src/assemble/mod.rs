@@ -110,7 +110,11 @@ fn tag(key: &str, value: &str) -> KeyStringValuePair {
 }
 
 /// The assemble stage: events in, segments out. Ends when its input closes.
-pub async fn run(mut assembler: Assembler, mut input: mpsc::Receiver<Event>, output: mpsc::Sender<SegmentObject>) {
+pub async fn run(
+    mut assembler: Assembler,
+    mut input: mpsc::Receiver<Event>,
+    output: mpsc::Sender<SegmentObject>,
+) {
     while let Some(event) = input.recv().await {
         if let Some(segment) = assembler.assemble(event) {
             // Block when the exporter is behind: it owns the memory bound and drop policy.
@@ -156,7 +160,10 @@ mod tests {
     #[test]
     fn entry_span_follows_skywalking_go() {
         let seg = assembler().assemble(event(Some(404))).unwrap();
-        assert_eq!((seg.service.as_str(), seg.service_instance.as_str()), ("shop", "host@42"));
+        assert_eq!(
+            (seg.service.as_str(), seg.service_instance.as_str()),
+            ("shop", "host@42")
+        );
         let s = &seg.spans[0];
         assert_eq!(s.operation_name, "GET:/items/7");
         assert_eq!((s.span_id, s.parent_span_id), (0, -1));
@@ -164,10 +171,18 @@ mod tests {
         assert_eq!(s.span_type, SpanType::Entry as i32);
         assert_eq!(s.span_layer, SpanLayer::Http as i32);
         assert!(s.is_error);
-        let tags: Vec<(&str, &str)> = s.tags.iter().map(|t| (t.key.as_str(), t.value.as_str())).collect();
+        let tags: Vec<(&str, &str)> = s
+            .tags
+            .iter()
+            .map(|t| (t.key.as_str(), t.value.as_str()))
+            .collect();
         assert_eq!(
             tags,
-            [("http.method", "GET"), ("url", "127.0.0.1:8080/items/7"), ("status_code", "404")]
+            [
+                ("http.method", "GET"),
+                ("url", "127.0.0.1:8080/items/7"),
+                ("status_code", "404")
+            ]
         );
         assert_eq!(s.end_time - s.start_time, 5);
         assert_ne!(seg.trace_id, seg.trace_segment_id);

@@ -82,7 +82,11 @@ pub fn decode(record: &[u8]) -> Option<Event> {
 }
 
 /// Drains everything currently in the ring into `out`. Returns how many records were read.
-pub fn drain(ring: &mut RingBuf<MapData>, out: &mpsc::Sender<Event>, stats: &mut CollectStats) -> usize {
+pub fn drain(
+    ring: &mut RingBuf<MapData>,
+    out: &mpsc::Sender<Event>,
+    stats: &mut CollectStats,
+) -> usize {
     let mut n = 0;
     while let Some(item) = ring.next() {
         n += 1;
@@ -125,22 +129,34 @@ mod tests {
         r.start_ns = 10;
         r.end_ns = 20;
         let bytes = unsafe {
-            std::slice::from_raw_parts((&r as *const HttpServerRequest).cast::<u8>(), size_of::<HttpServerRequest>())
+            std::slice::from_raw_parts(
+                (&r as *const HttpServerRequest).cast::<u8>(),
+                size_of::<HttpServerRequest>(),
+            )
         };
         bytes.to_vec()
     }
 
     #[test]
     fn decodes_a_request() {
-        let Some(Event::HttpServer(e)) = decode(&record(404, 0)) else { panic!() };
-        assert_eq!((e.method.as_str(), e.path.as_str(), e.status), ("GET", "/ok", Some(404)));
+        let Some(Event::HttpServer(e)) = decode(&record(404, 0)) else {
+            panic!()
+        };
+        assert_eq!(
+            (e.method.as_str(), e.path.as_str(), e.status),
+            ("GET", "/ok", Some(404))
+        );
     }
 
     #[test]
     fn unwritten_status_is_200_and_unknown_is_none() {
-        let Some(Event::HttpServer(e)) = decode(&record(0, 0)) else { panic!() };
+        let Some(Event::HttpServer(e)) = decode(&record(0, 0)) else {
+            panic!()
+        };
         assert_eq!(e.status, Some(200));
-        let Some(Event::HttpServer(e)) = decode(&record(0, http_flags::STATUS_UNKNOWN)) else { panic!() };
+        let Some(Event::HttpServer(e)) = decode(&record(0, http_flags::STATUS_UNKNOWN)) else {
+            panic!()
+        };
         assert_eq!(e.status, None);
     }
 
@@ -157,7 +173,9 @@ mod tests {
         // method_len lives after 5 u64-sized words of header; set it past the buffer.
         let off = std::mem::offset_of!(HttpServerRequest, method_len);
         r[off..off + 2].copy_from_slice(&u16::MAX.to_ne_bytes());
-        let Some(Event::HttpServer(e)) = decode(&r) else { panic!() };
+        let Some(Event::HttpServer(e)) = decode(&r) else {
+            panic!()
+        };
         assert_eq!(e.method.len(), agent_common::METHOD_MAX);
     }
 }

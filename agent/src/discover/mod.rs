@@ -55,13 +55,13 @@ impl Target {
         let env_name = process_env(pid, "SW_AGENT_NAME").filter(|s| !s.is_empty());
         let file_name = exe_name
             .file_name()
-            .map(|n| n.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+            .map(|n| {
+                n.to_string_lossy()
+                    .trim_end_matches(" (deleted)")
+                    .to_string()
+            })
             .unwrap_or_else(|| format!("pid-{pid}"));
-        let service = naming
-            .service
-            .clone()
-            .or(env_name)
-            .unwrap_or(file_name);
+        let service = naming.service.clone().or(env_name).unwrap_or(file_name);
         let instance = naming
             .instance
             .clone()
@@ -123,12 +123,18 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!((named.service.as_str(), named.instance.as_str()), ("svc", "i-1"));
+        assert_eq!(
+            (named.service.as_str(), named.instance.as_str()),
+            ("svc", "i-1")
+        );
     }
 
     #[test]
     fn missing_process_is_a_clear_error() {
         let err = Target::from_pid(u32::MAX - 1, &Naming::default()).unwrap_err();
-        assert_eq!(err.to_string(), format!("process {} does not exist", u32::MAX - 1));
+        assert_eq!(
+            err.to_string(),
+            format!("process {} does not exist", u32::MAX - 1)
+        );
     }
 }

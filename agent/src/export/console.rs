@@ -11,7 +11,11 @@ pub enum Format {
     Json,
 }
 
-pub fn write_segment(out: &mut impl Write, seg: &SegmentObject, format: Format) -> std::io::Result<()> {
+pub fn write_segment(
+    out: &mut impl Write,
+    seg: &SegmentObject,
+    format: Format,
+) -> std::io::Result<()> {
     match format {
         Format::Json => {
             serde_json::to_writer(&mut *out, &segment_json(seg))?;
@@ -22,11 +26,15 @@ pub fn write_segment(out: &mut impl Write, seg: &SegmentObject, format: Format) 
 }
 
 fn span_type_name(v: i32) -> &'static str {
-    SpanType::try_from(v).map(|t| t.as_str_name()).unwrap_or("Unknown")
+    SpanType::try_from(v)
+        .map(|t| t.as_str_name())
+        .unwrap_or("Unknown")
 }
 
 fn span_layer_name(v: i32) -> &'static str {
-    SpanLayer::try_from(v).map(|t| t.as_str_name()).unwrap_or("Unknown")
+    SpanLayer::try_from(v)
+        .map(|t| t.as_str_name())
+        .unwrap_or("Unknown")
 }
 
 /// A SegmentObject as JSON with the protocol's camelCase names and enums by name.
@@ -103,11 +111,19 @@ fn write_text(out: &mut impl Write, seg: &SegmentObject) -> std::io::Result<()> 
             status,
             s.end_time - s.start_time,
             format_ms(s.start_time),
-            if s.peer.is_empty() { String::new() } else { format!("  peer {}", s.peer) },
+            if s.peer.is_empty() {
+                String::new()
+            } else {
+                format!("  peer {}", s.peer)
+            },
             if s.is_error { "  ERROR" } else { "" },
         )?;
         let pad = if i + 1 == n { "     " } else { "  │  " };
-        let tags: Vec<String> = s.tags.iter().map(|t| format!("{}={}", t.key, t.value)).collect();
+        let tags: Vec<String> = s
+            .tags
+            .iter()
+            .map(|t| format!("{}={}", t.key, t.value))
+            .collect();
         writeln!(
             out,
             "  {pad}{} component {}  {}",
@@ -165,7 +181,13 @@ mod tests {
         let mut out = Vec::new();
         write_segment(&mut out, &segment(), Format::Text).unwrap();
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("segment s1  trace t1  shop (h@1)\n"), "{text}");
-        assert!(text.contains("└─ #0 Entry GET:/fail  500  7 ms  at 22:13:20.123Z  ERROR"), "{text}");
+        assert!(
+            text.starts_with("segment s1  trace t1  shop (h@1)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("└─ #0 Entry GET:/fail  500  7 ms  at 22:13:20.123Z  ERROR"),
+            "{text}"
+        );
     }
 }

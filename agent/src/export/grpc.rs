@@ -85,7 +85,11 @@ impl GrpcReporter {
             self.pending.pop_front();
             self.stats.dropped += 1;
             if self.stats.dropped.is_power_of_two() {
-                warn!(dropped = self.stats.dropped, max_pending = MAX_PENDING, "collector is behind: dropping oldest segments");
+                warn!(
+                    dropped = self.stats.dropped,
+                    max_pending = MAX_PENDING,
+                    "collector is behind: dropping oldest segments"
+                );
             }
         }
         self.pending.push_back(seg);
@@ -130,7 +134,8 @@ impl GrpcReporter {
                 }
             }
         }
-        self.announced.retain(|pid| names_contains(&self.registry, *pid));
+        self.announced
+            .retain(|pid| names_contains(&self.registry, *pid));
     }
 
     async fn keep_alive(&mut self) {
@@ -221,14 +226,20 @@ impl GrpcReporter {
         }
         self.stats.dropped += self.pending.len() as u64;
         if !self.pending.is_empty() {
-            warn!(lost = self.pending.len(), "collector unreachable at shutdown: segments not delivered");
+            warn!(
+                lost = self.pending.len(),
+                "collector unreachable at shutdown: segments not delivered"
+            );
         }
         self.stats
     }
 }
 
 fn names_contains(registry: &Registry, pid: u32) -> bool {
-    registry.read().map(|r| r.contains_key(&pid)).unwrap_or(false)
+    registry
+        .read()
+        .map(|r| r.contains_key(&pid))
+        .unwrap_or(false)
 }
 
 fn kv(key: &str, value: impl Into<String>) -> KeyStringValuePair {

@@ -18,7 +18,8 @@ use crate::discover::Target;
 use catalog::{Field, FunctionProbe};
 
 /// The eBPF object built from `agent-ebpf` by build.rs.
-static PROBES_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/skyhook-probes"));
+static PROBES_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/skyhook-probes"));
 
 #[derive(Debug, Error)]
 pub enum ProbeError {
@@ -104,13 +105,17 @@ impl Probes {
     /// Loads and verifies every program once; attaching comes per process.
     pub fn load() -> Result<Probes, ProbeError> {
         let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(ProbeError::Load)?;
-        for name in [catalog::HTTP_SERVER.entry_program, catalog::HTTP_SERVER.return_program] {
+        for name in [
+            catalog::HTTP_SERVER.entry_program,
+            catalog::HTTP_SERVER.return_program,
+        ] {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::MissingProgram { name })?
                 .try_into()
                 .map_err(|source| ProbeError::Program { name, source })?;
-            prog.load().map_err(|source| ProbeError::Program { name, source })?;
+            prog.load()
+                .map_err(|source| ProbeError::Program { name, source })?;
         }
         Ok(Probes {
             ebpf,
@@ -121,7 +126,10 @@ impl Probes {
     /// The ring the programs write into; the collect stage owns it from here on.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
         let name = map_names::EVENTS;
-        let map = self.ebpf.take_map(name).ok_or(ProbeError::MissingMap { name })?;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(ProbeError::MissingMap { name })?;
         RingBuf::try_from(map).map_err(|source| ProbeError::Map { name, source })
     }
 
@@ -135,11 +143,12 @@ impl Probes {
             exe: exe.clone(),
             source,
         })?;
-        bin.require_register_abi().map_err(|source| ProbeError::Binary {
-            pid,
-            exe: exe.clone(),
-            source,
-        })?;
+        bin.require_register_abi()
+            .map_err(|source| ProbeError::Binary {
+                pid,
+                exe: exe.clone(),
+                source,
+            })?;
         let spec = &catalog::HTTP_SERVER;
         let resolved = resolve(&bin, spec, pid, &exe)?;
         let bias = load_bias(pid, &bin, &target.exe_path)
@@ -152,7 +161,11 @@ impl Probes {
         let response_status = off(&catalog::RESPONSE_STATUS);
         let status_readable = response_status.is_some() && response_itab != 0;
         if !status_readable {
-            warn!(pid, exe, "status codes cannot be read in this binary (no DWARF for net/http.response or no itab symbol)");
+            warn!(
+                pid,
+                exe,
+                "status codes cannot be read in this binary (no DWARF for net/http.response or no itab symbol)"
+            );
         }
         let offsets = HttpServerOffsets {
             g_goid: off(&catalog::G_GOID).unwrap_or(0),
@@ -165,7 +178,10 @@ impl Probes {
         };
         {
             let name = map_names::HTTP_SERVER_OFFSETS;
-            let map = self.ebpf.map_mut(name).ok_or(ProbeError::MissingMap { name })?;
+            let map = self
+                .ebpf
+                .map_mut(name)
+                .ok_or(ProbeError::MissingMap { name })?;
             let mut map: BpfHashMap<_, u32, HttpServerOffsets> =
                 BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
             map.insert(&pid, &offsets, 0)
@@ -269,13 +285,20 @@ impl Resolved {
     }
 }
 
-fn resolve(bin: &GoBinary, spec: &FunctionProbe, pid: u32, exe: &str) -> Result<Resolved, ProbeError> {
-    let func = bin.function(spec.symbol).ok_or_else(|| ProbeError::SymbolMissing {
-        pid,
-        exe: exe.to_string(),
-        probe: spec.name,
-        symbol: spec.symbol,
-    })?;
+fn resolve(
+    bin: &GoBinary,
+    spec: &FunctionProbe,
+    pid: u32,
+    exe: &str,
+) -> Result<Resolved, ProbeError> {
+    let func = bin
+        .function(spec.symbol)
+        .ok_or_else(|| ProbeError::SymbolMissing {
+            pid,
+            exe: exe.to_string(),
+            probe: spec.name,
+            symbol: spec.symbol,
+        })?;
     let file_offset = |vaddr: u64| {
         bin.file_offset(vaddr).ok_or_else(|| ProbeError::NotMapped {
             pid,
@@ -298,7 +321,10 @@ fn resolve(bin: &GoBinary, spec: &FunctionProbe, pid: u32, exe: &str) -> Result<
             symbol: spec.symbol,
         });
     }
-    let returns = rets.into_iter().map(file_offset).collect::<Result<Vec<_>, _>>()?;
+    let returns = rets
+        .into_iter()
+        .map(file_offset)
+        .collect::<Result<Vec<_>, _>>()?;
 
     let wanted: Vec<(&str, &str)> = spec.fields.iter().map(|f| (f.type_name, f.field)).collect();
     let found = bin.struct_field_offsets(&wanted);
@@ -339,15 +365,22 @@ fn load_bias(pid: u32, bin: &GoBinary, exe_path: &std::path::Path) -> std::io::R
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
     for line in maps.lines() {
         let mut cols = line.split_whitespace();
-        let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(inode)) =
-            (cols.next(), cols.next(), cols.next(), cols.next(), cols.next())
-        else {
+        let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(inode)) = (
+            cols.next(),
+            cols.next(),
+            cols.next(),
+            cols.next(),
+            cols.next(),
+        ) else {
             continue;
         };
         if inode.parse::<u64>().ok() != Some(meta.ino()) {
             continue;
         }
-        let start = range.split('-').next().and_then(|s| u64::from_str_radix(s, 16).ok());
+        let start = range
+            .split('-')
+            .next()
+            .and_then(|s| u64::from_str_radix(s, 16).ok());
         let offset = u64::from_str_radix(offset, 16).ok();
         let (Some(start), Some(offset)) = (start, offset) else {
             continue;
