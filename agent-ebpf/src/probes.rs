@@ -1,6 +1,6 @@
 use agent_common::{
-    EventKind, GoroutineKey, HOST_MAX, HttpServerInFlight, HttpServerOffsets, METHOD_MAX,
-    PATH_MAX, http_flags, limits,
+    EventKind, GoroutineKey, HOST_MAX, HttpServerInFlight, HttpServerOffsets, METHOD_MAX, PATH_MAX,
+    http_flags, limits,
 };
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
@@ -148,20 +148,20 @@ fn try_http_server_entry(ctx: &ProbeContext) -> Result<(), i64> {
     }
     ev.path_len = 0;
     match read_u64(request + off.request_url) {
-        Ok(url) if url != 0 => {
-            match read_go_string::<PATH_MAX>(url + off.url_path, &mut ev.path) {
-                Ok((n, t)) => {
-                    ev.path_len = n;
-                    if t {
-                        ev.flags |= http_flags::PATH_TRUNCATED;
-                    }
+        Ok(url) if url != 0 => match read_go_string::<PATH_MAX>(url + off.url_path, &mut ev.path) {
+            Ok((n, t)) => {
+                ev.path_len = n;
+                if t {
+                    ev.flags |= http_flags::PATH_TRUNCATED;
                 }
-                Err(_) => ev.flags |= http_flags::READ_FAILED,
             }
-        }
+            Err(_) => ev.flags |= http_flags::READ_FAILED,
+        },
         _ => ev.flags |= http_flags::READ_FAILED,
     }
-    HTTP_SERVER_IN_FLIGHT.insert(&key, rec, 0).map_err(|e| e as i64)?;
+    HTTP_SERVER_IN_FLIGHT
+        .insert(&key, rec, 0)
+        .map_err(|e| e as i64)?;
     Ok(())
 }
 

@@ -307,7 +307,9 @@ impl GoBinary {
     pub fn vaddr_of_file_offset(&self, offset: u64) -> Option<u64> {
         self.segments.iter().find_map(|s| {
             let delta = offset.checked_sub(s.offset)?;
-            (delta < s.filesz).then(|| s.vaddr.checked_add(delta)).flatten()
+            (delta < s.filesz)
+                .then(|| s.vaddr.checked_add(delta))
+                .flatten()
         })
     }
 
