@@ -406,3 +406,47 @@ async fn agent_stops_by_itself_when_the_traced_process_exits() {
             .contains("no traced process is left")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_at_start_loses_nothing() {
+    // A port with nothing listening on it (yet).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = fixture_server().await;
+    let addr = port.to_string();
+    let agent = Agent::attach(&[server.pid()], &["--collector", &addr])
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        request(&server.addr, "GET", "/ok", None).await.unwrap();
+    }
+    agent
+        .proc
+        .stderr
+        .wait_for(
+            "the reporter to notice the collector is down",
+            |l| l.contains("retrying with backoff"),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    let collector = Collector::start_on(port).await.unwrap();
+    let segments = collector.wait_for_segments(4, WAIT).await.unwrap();
+    assert!(
+        segments
+            .iter()
+            .all(|s| s.spans[0].operation_name == "GET:/ok")
+    );
+    collector
+        .wait_for(
+            "the instance to be announced",
+            |r| !r.instance_properties.is_empty(),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert!(agent.stop().await.unwrap().success());
+    assert_eq!(collector.segments().len(), 4);
+}

@@ -115,11 +115,12 @@ impl GrpcReporter {
         self.backoff = BACKOFF_MIN;
     }
 
-    /// Announces instances not yet announced on this connection.
-    async fn announce(&mut self) {
+    /// Announces instances not yet announced on this connection. False when the collector
+    /// failed.
+    async fn announce(&mut self) -> bool {
         let names: Vec<(u32, ProcessNames)> = match self.registry.read() {
             Ok(r) => r.iter().map(|(p, n)| (*p, n.clone())).collect(),
-            Err(_) => return,
+            Err(_) => return true,
         };
         for (pid, n) in names {
             if self.announced.contains(&pid) {
@@ -130,12 +131,13 @@ impl GrpcReporter {
                 Ok(_) => self.announced.push(pid),
                 Err(e) => {
                     self.failed("reportInstanceProperties", &e);
-                    return;
+                    return false;
                 }
             }
         }
         self.announced
             .retain(|pid| names_contains(&self.registry, *pid));
+        true
     }
 
     async fn keep_alive(&mut self) {
@@ -181,7 +183,9 @@ impl GrpcReporter {
         if Instant::now() < self.retry_at {
             return;
         }
-        self.announce().await;
+        if !self.announce().await {
+            return;
+        }
         while !self.pending.is_empty() {
             if !self.send_batch().await {
                 break;
