@@ -78,6 +78,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             pid = target.pid,
             service = names.service,
             instance = names.instance,
+            status_codes = attached.status_readable,
             "tracing"
         );
         registry

@@ -1,4 +1,8 @@
 //! Bad input gets one clear line on stderr and a non-zero exit, with nothing attached.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a panic showing the value is the clearest failure"
+)]
 use std::time::Duration;
 
 use skyhook_tests::{
@@ -37,7 +41,7 @@ async fn run_fails(pid: u32) -> Vec<String> {
 
 #[tokio::test]
 async fn a_pid_that_does_not_exist() {
-    let lines = run_fails(999_999_99).await;
+    let lines = run_fails(99_999_999).await;
     assert_eq!(lines[0], "skyhook: error: process 99999999 does not exist");
 }
 

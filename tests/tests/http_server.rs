@@ -1,5 +1,9 @@
 //! End to end: a real Go net/http server, never modified, traced by the real agent with real
 //! eBPF uprobes, reporting to a real gRPC collector on loopback.
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a panic showing the value is the clearest failure"
+)]
 use std::{
     collections::BTreeMap,
     time::{Duration, SystemTime, UNIX_EPOCH},

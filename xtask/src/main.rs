@@ -52,9 +52,19 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// Builds the agent binary (`target/release/skyhook`), eBPF programs included.
+/// Builds the agent binary (`target/release/skyhook`), eBPF programs included. Cargo's
+/// output is shown only when the build fails: aya-build relays the whole eBPF build log as
+/// warnings on every build.
 pub fn build_agent() -> anyhow::Result<()> {
-    run_cmd(cargo().args(["build", "--release", "--quiet", "-p", "agent"]))
+    eprintln!("xtask: building skyhook (the first build takes a few minutes)");
+    let mut cmd = cargo();
+    cmd.args(["build", "--release", "-p", "agent"]);
+    let out = cmd.output().with_context(|| format!("starting {cmd:?}"))?;
+    if !out.status.success() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        bail!("{cmd:?} failed: {}", out.status);
+    }
+    Ok(())
 }
 
 pub fn require_root(what: &str) -> anyhow::Result<()> {

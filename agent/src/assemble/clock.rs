@@ -30,7 +30,7 @@ impl WallClock {
     }
 
     /// Wall-clock milliseconds since the Unix epoch for a CLOCK_MONOTONIC nanosecond stamp.
-    pub fn to_unix_ms(&mut self, monotonic_ns: u64) -> i64 {
+    pub fn unix_ms(&mut self, monotonic_ns: u64) -> i64 {
         if self.sampled.elapsed() >= REFRESH {
             self.offset_ns = sample();
             self.sampled = Instant::now();
@@ -67,6 +67,6 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as i64;
-        assert!((c.to_unix_ms(mono) - wall_ms).abs() <= 2);
+        assert!((c.unix_ms(mono) - wall_ms).abs() <= 2);
     }
 }

@@ -78,8 +78,8 @@ impl Assembler {
         let span = SpanObject {
             span_id: 0,
             parent_span_id: -1,
-            start_time: self.clock.to_unix_ms(e.start_ns),
-            end_time: self.clock.to_unix_ms(e.end_ns.max(e.start_ns)),
+            start_time: self.clock.unix_ms(e.start_ns),
+            end_time: self.clock.unix_ms(e.end_ns.max(e.start_ns)),
             refs: vec![],
             operation_name: format!("{}:{}", e.method, e.path),
             peer: String::new(),

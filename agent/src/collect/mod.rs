@@ -117,6 +117,7 @@ mod tests {
     use super::*;
 
     fn record(status: u32, flags: u16) -> Vec<u8> {
+        // SAFETY: all-zero bytes are a valid HttpServerRequest (integers and byte arrays).
         let mut r: HttpServerRequest = unsafe { std::mem::zeroed() };
         r.kind = EventKind::HttpServerRequest as u32;
         r.pid = 7;
@@ -128,6 +129,7 @@ mod tests {
         r.path_len = 3;
         r.start_ns = 10;
         r.end_ns = 20;
+        // SAFETY: the slice covers exactly the struct, which lives until the copy below.
         let bytes = unsafe {
             std::slice::from_raw_parts(
                 (&r as *const HttpServerRequest).cast::<u8>(),

@@ -253,17 +253,17 @@ impl Probes {
         for (name, link) in p.links {
             let prog: Option<&mut UProbe> =
                 self.ebpf.program_mut(name).and_then(|p| p.try_into().ok());
-            if let Some(prog) = prog {
-                if let Err(e) = prog.detach(link) {
-                    debug!(pid = p.pid, program = name, error = %e, "detach");
-                }
+            if let Some(prog) = prog
+                && let Err(e) = prog.detach(link)
+            {
+                debug!(pid = p.pid, program = name, error = %e, "detach");
             }
         }
         let name = map_names::HTTP_SERVER_OFFSETS;
-        if let Some(map) = self.ebpf.map_mut(name) {
-            if let Ok(mut map) = BpfHashMap::<_, u32, HttpServerOffsets>::try_from(map) {
-                let _ = map.remove(&p.pid);
-            }
+        if let Some(map) = self.ebpf.map_mut(name)
+            && let Ok(mut map) = BpfHashMap::<_, u32, HttpServerOffsets>::try_from(map)
+        {
+            let _ = map.remove(&p.pid);
         }
         debug!(pid = p.pid, "detached");
     }
