@@ -35,7 +35,7 @@ pub mod http_flags {
     pub const PATH_TRUNCATED: u16 = 1 << 1;
     /// The host did not fit in [`super::HOST_MAX`] bytes.
     pub const HOST_TRUNCATED: u16 = 1 << 2;
-    /// The response writer was not one whose status the probe knows how to read.
+    /// The response writer was not net/http's HTTP/1 `response`, or its offsets are unknown.
     pub const STATUS_UNKNOWN: u16 = 1 << 3;
     /// Reading some of the request from the traced process failed.
     pub const READ_FAILED: u16 = 1 << 4;
@@ -87,14 +87,18 @@ pub struct HttpServerOffsets {
     pub request_host: u64,
     /// `net/url.URL.Path` (a Go string).
     pub url_path: u64,
+    /// `net/http.Request.ProtoMajor` (an int). net/http hands `serverHandler.ServeHTTP` its
+    /// HTTP/1 `*response` exactly when the request is HTTP/1.x; HTTP/2 requests come with
+    /// another writer type, whose fields are elsewhere.
+    pub request_proto_major: u64,
     /// `net/http.response.status` (an int).
     pub response_status: u64,
-    /// Run-time address of the itab `*net/http.response` as `net/http.ResponseWriter`; the
-    /// status is only read when the response writer has this itab. 0 = never read it.
-    pub response_itab: u64,
+    /// Non-zero when `response_status` and `request_proto_major` are known, so the return
+    /// probe may read the status.
+    pub status_readable: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<HttpServerOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<HttpServerOffsets>() == 64);
 
 /// Key of an in-flight request: the goroutine (its `g` pointer) inside one process.
 #[repr(C)]
@@ -114,10 +118,11 @@ pub struct HttpServerInFlight {
     /// The `*http.Request` argument: a second entry with the same request is the same call
     /// fired again (after `morestack` or a preemption signal), not a new request.
     pub request: u64,
-    /// The data word of the `ResponseWriter` interface argument.
+    /// The data word of the `ResponseWriter` interface argument: a `*net/http.response` when
+    /// `proto_major` is 1.
     pub response: u64,
-    /// The itab word of the `ResponseWriter` interface argument.
-    pub response_itab: u64,
+    /// `Request.ProtoMajor` read at entry.
+    pub proto_major: u64,
     pub event: HttpServerRequest,
 }
 

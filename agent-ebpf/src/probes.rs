@@ -109,8 +109,12 @@ fn try_http_server_entry(ctx: &ProbeContext) -> Result<(), i64> {
     // SAFETY: per-CPU scratch slot; programs on this CPU do not interleave.
     let rec = unsafe { &mut *scratch };
     rec.request = request;
-    rec.response_itab = regs.args[1];
     rec.response = regs.args[2];
+    rec.proto_major = if off.status_readable != 0 {
+        read_u64(request + off.request_proto_major).unwrap_or(0)
+    } else {
+        0
+    };
     let ev = &mut rec.event;
     ev.kind = EventKind::HttpServerRequest as u32;
     ev.pid = pid;
@@ -192,7 +196,7 @@ fn try_http_server_return(ctx: &ProbeContext) -> Result<(), i64> {
     let rec = unsafe { &mut *rec };
     // SAFETY: no preconditions.
     rec.event.end_ns = unsafe { bpf_ktime_get_ns() };
-    if off.response_itab != 0 && rec.response_itab == off.response_itab {
+    if off.status_readable != 0 && rec.proto_major == 1 {
         match read_u64(rec.response + off.response_status) {
             Ok(status) => rec.event.status = status as u32,
             Err(_) => rec.event.flags |= http_flags::READ_FAILED,

@@ -52,6 +52,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: RunArgs) -> anyhow::Result<()> {
+    // Take over SIGINT/SIGTERM before anything is attached, so that a signal at any moment
+    // means "detach and flush", never a kill with probes half set up.
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let naming = Naming {
         service: args.service.clone(),
         instance: args.instance.clone(),
@@ -116,8 +120,6 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         }
     };
 
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut drain = tokio::time::interval(collect::DRAIN_INTERVAL);
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut liveness = tokio::time::interval(LIVENESS_INTERVAL);

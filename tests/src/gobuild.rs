@@ -35,7 +35,9 @@ static TOOLCHAINS: OnceLock<Mutex<()>> = OnceLock::new();
 /// wheel into `target/go-toolchains/VERSION/` and reused afterwards.
 pub fn go_toolchain(version: &str) -> anyhow::Result<PathBuf> {
     let lock = TOOLCHAINS.get_or_init(Default::default);
-    let _guard = lock.lock().map_err(|_| anyhow::anyhow!("toolchain lock poisoned"))?;
+    let _guard = lock
+        .lock()
+        .map_err(|_| anyhow::anyhow!("toolchain lock poisoned"))?;
     let root = repo_root()?;
     let dest = root.join("target/go-toolchains").join(version);
     let go = dest.join("go/bin/go");

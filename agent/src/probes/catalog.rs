@@ -50,15 +50,16 @@ pub const URL_PATH: Field = Field {
     field: "Path",
     required: true,
 };
+pub const REQUEST_PROTO_MAJOR: Field = Field {
+    type_name: "net/http.Request",
+    field: "ProtoMajor",
+    required: false,
+};
 pub const RESPONSE_STATUS: Field = Field {
     type_name: "net/http.response",
     field: "status",
     required: false,
 };
-
-/// The itab of `*net/http.response` as a `net/http.ResponseWriter`: HTTP/1 responses, the
-/// only ones whose status field the server probe reads.
-pub const HTTP1_RESPONSE_ITAB: &str = "go:itab.*net/http.response,net/http.ResponseWriter";
 
 /// net/http server: one Entry span per request handled by `serverHandler.ServeHTTP`.
 pub const HTTP_SERVER: FunctionProbe = FunctionProbe {
@@ -72,6 +73,7 @@ pub const HTTP_SERVER: FunctionProbe = FunctionProbe {
         REQUEST_URL,
         REQUEST_HOST,
         URL_PATH,
+        REQUEST_PROTO_MAJOR,
         RESPONSE_STATUS,
     ],
 };

@@ -2,7 +2,7 @@
 //! symbols, RET sites and struct offsets in its binary and attach the programs to it.
 pub mod catalog;
 
-use std::{collections::HashMap, num::NonZeroU32, os::unix::fs::MetadataExt as _};
+use std::{collections::HashMap, num::NonZeroU32};
 
 use agent_common::{HttpServerOffsets, maps as map_names};
 use aya::{
@@ -78,12 +78,6 @@ pub enum ProbeError {
         symbol: &'static str,
         vaddr: u64,
     },
-    #[error("process {pid}: cannot find where its executable is mapped")]
-    LoadBias {
-        pid: u32,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 /// What was attached to one process; detached when dropped from [`Probes`].
@@ -151,20 +145,15 @@ impl Probes {
             })?;
         let spec = &catalog::HTTP_SERVER;
         let resolved = resolve(&bin, spec, pid, &exe)?;
-        let bias = load_bias(pid, &bin, &target.exe_path)
-            .map_err(|source| ProbeError::LoadBias { pid, source })?;
-        let response_itab = bin
-            .symbol_address(catalog::HTTP1_RESPONSE_ITAB)
-            .map(|a| a.wrapping_add(bias))
-            .unwrap_or(0);
         let off = |f: &Field| resolved.field(f);
         let response_status = off(&catalog::RESPONSE_STATUS);
-        let status_readable = response_status.is_some() && response_itab != 0;
+        let proto_major = off(&catalog::REQUEST_PROTO_MAJOR);
+        let status_readable = response_status.is_some() && proto_major.is_some();
         if !status_readable {
             warn!(
                 pid,
                 exe,
-                "status codes cannot be read in this binary (no DWARF for net/http.response or no itab symbol)"
+                "status codes cannot be read in this binary: offsets of net/http.response.status or net/http.Request.ProtoMajor unknown"
             );
         }
         let offsets = HttpServerOffsets {
@@ -173,8 +162,9 @@ impl Probes {
             request_url: off(&catalog::REQUEST_URL).unwrap_or(0),
             request_host: off(&catalog::REQUEST_HOST).unwrap_or(0),
             url_path: off(&catalog::URL_PATH).unwrap_or(0),
+            request_proto_major: proto_major.unwrap_or(0),
             response_status: response_status.unwrap_or(0),
-            response_itab: if status_readable { response_itab } else { 0 },
+            status_readable: u64::from(status_readable),
         };
         {
             let name = map_names::HTTP_SERVER_OFFSETS;
@@ -357,40 +347,4 @@ fn resolve(
         returns,
         fields,
     })
-}
-
-/// How far the executable was moved from its link-time addresses (non-zero for PIE).
-fn load_bias(pid: u32, bin: &GoBinary, exe_path: &std::path::Path) -> std::io::Result<u64> {
-    let meta = std::fs::metadata(exe_path)?;
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    for line in maps.lines() {
-        let mut cols = line.split_whitespace();
-        let (Some(range), Some(_perms), Some(offset), Some(_dev), Some(inode)) = (
-            cols.next(),
-            cols.next(),
-            cols.next(),
-            cols.next(),
-            cols.next(),
-        ) else {
-            continue;
-        };
-        if inode.parse::<u64>().ok() != Some(meta.ino()) {
-            continue;
-        }
-        let start = range
-            .split('-')
-            .next()
-            .and_then(|s| u64::from_str_radix(s, 16).ok());
-        let offset = u64::from_str_radix(offset, 16).ok();
-        let (Some(start), Some(offset)) = (start, offset) else {
-            continue;
-        };
-        if let Some(vaddr) = bin.vaddr_of_file_offset(offset) {
-            return Ok(start.wrapping_sub(vaddr));
-        }
-    }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        "no mapping of the executable in /proc/PID/maps",
-    ))
 }
