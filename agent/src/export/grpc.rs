@@ -6,13 +6,19 @@
 //! that the oldest are dropped and counted.
 use std::{collections::VecDeque, time::Duration};
 
+use bytes::{Buf as _, BufMut as _, Bytes};
+use prost::Message as _;
 use proto::sw::{
-    InstancePingPkg, InstanceProperties, KeyStringValuePair, SegmentObject,
+    Commands, InstancePingPkg, InstanceProperties, KeyStringValuePair, SegmentObject,
     management_service_client::ManagementServiceClient,
-    trace_segment_report_service_client::TraceSegmentReportServiceClient,
 };
 use tokio::{sync::mpsc, time::Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    Status,
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    codegen::http::uri::PathAndQuery,
+    transport::{Channel, Endpoint},
+};
 use tracing::{info, warn};
 
 use crate::assemble::{ProcessNames, Registry};
@@ -23,6 +29,9 @@ pub const MAX_BATCH: usize = 500;
 pub const BATCH_DELAY: Duration = Duration::from_millis(200);
 /// Segments kept while the collector is unreachable (drop oldest past this).
 pub const MAX_PENDING: usize = 20_000;
+/// Encoded bytes kept while the collector is unreachable (drop oldest past this).
+pub const MAX_PENDING_BYTES: usize = 32 << 20;
+const COLLECT_PATH: &str = "/skywalking.v3.TraceSegmentReportService/collect";
 /// `keepAlive` period, as SkyWalking's Go agent (`check_interval`).
 pub const KEEP_ALIVE: Duration = Duration::from_secs(20);
 /// How long shutdown waits for the last segments to be delivered.
@@ -39,11 +48,13 @@ pub struct ReporterStats {
 }
 
 pub struct GrpcReporter {
-    segments: TraceSegmentReportServiceClient<Channel>,
+    /// Segments are encoded once when they arrive; retries resend the same bytes.
+    segments: tonic::client::Grpc<Channel>,
     management: ManagementServiceClient<Channel>,
     registry: Registry,
     target: String,
-    pending: VecDeque<SegmentObject>,
+    pending: VecDeque<Bytes>,
+    pending_bytes: usize,
     stats: ReporterStats,
     /// Instances announced on the current connection.
     announced: Vec<u32>,
@@ -66,11 +77,12 @@ impl GrpcReporter {
             .timeout(RPC_TIMEOUT)
             .connect_lazy();
         Ok(GrpcReporter {
-            segments: TraceSegmentReportServiceClient::new(channel.clone()),
+            segments: tonic::client::Grpc::new(channel.clone()),
             management: ManagementServiceClient::new(channel),
             registry,
             target: uri,
             pending: VecDeque::new(),
+            pending_bytes: 0,
             stats: ReporterStats::default(),
             announced: Vec::new(),
             healthy: true,
@@ -81,18 +93,26 @@ impl GrpcReporter {
 
     fn push(&mut self, seg: SegmentObject) {
         self.stats.received += 1;
-        if self.pending.len() >= MAX_PENDING {
-            self.pending.pop_front();
+        let encoded = Bytes::from(seg.encode_to_vec());
+        while !self.pending.is_empty()
+            && (self.pending.len() >= MAX_PENDING
+                || self.pending_bytes + encoded.len() > MAX_PENDING_BYTES)
+        {
+            if let Some(old) = self.pending.pop_front() {
+                self.pending_bytes -= old.len();
+            }
             self.stats.dropped += 1;
             if self.stats.dropped.is_power_of_two() {
                 warn!(
                     dropped = self.stats.dropped,
                     max_pending = MAX_PENDING,
+                    max_pending_bytes = MAX_PENDING_BYTES,
                     "collector is behind: dropping oldest segments"
                 );
             }
         }
-        self.pending.push_back(seg);
+        self.pending_bytes += encoded.len();
+        self.pending.push_back(encoded);
     }
 
     fn failed(&mut self, what: &str, err: &tonic::Status) {
@@ -164,10 +184,13 @@ impl GrpcReporter {
             return true;
         }
         let n = self.pending.len().min(MAX_BATCH);
-        let batch: Vec<SegmentObject> = self.pending.iter().take(n).cloned().collect();
-        match self.segments.collect(tokio_stream::iter(batch)).await {
-            Ok(_) => {
-                self.pending.drain(..n);
+        // Cloning `Bytes` only counts references: a failed batch is still pending as it was.
+        let batch: Vec<Bytes> = self.pending.iter().take(n).cloned().collect();
+        match self.collect(batch).await {
+            Ok(()) => {
+                for b in self.pending.drain(..n) {
+                    self.pending_bytes -= b.len();
+                }
                 self.stats.sent += n as u64;
                 self.recovered();
                 true
@@ -177,6 +200,23 @@ impl GrpcReporter {
                 false
             }
         }
+    }
+
+    /// One `collect` client stream carrying already-encoded SegmentObjects.
+    async fn collect(&mut self, batch: Vec<Bytes>) -> Result<(), Status> {
+        self.segments
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(format!("collector not ready: {e}")))?;
+        let request = tonic::Request::new(tokio_stream::iter(batch));
+        self.segments
+            .client_streaming(
+                request,
+                PathAndQuery::from_static(COLLECT_PATH),
+                EncodedCodec,
+            )
+            .await
+            .map(|_| ())
     }
 
     async fn flush(&mut self) {
@@ -229,6 +269,7 @@ impl GrpcReporter {
             }
         }
         self.stats.dropped += self.pending.len() as u64;
+        self.pending_bytes = 0;
         if !self.pending.is_empty() {
             warn!(
                 lost = self.pending.len(),
@@ -286,4 +327,45 @@ fn local_ipv4s() -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A gRPC codec whose requests are messages encoded beforehand and whose response is
+/// SkyWalking's `Commands`.
+#[derive(Clone, Copy, Debug, Default)]
+struct EncodedCodec;
+
+impl Codec for EncodedCodec {
+    type Encode = Bytes;
+    type Decode = Commands;
+    type Encoder = EncodedCodec;
+    type Decoder = EncodedCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        EncodedCodec
+    }
+}
+
+impl Encoder for EncodedCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for EncodedCodec {
+    type Item = Commands;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Commands>, Status> {
+        let commands = Commands::decode(src.copy_to_bytes(src.remaining()))
+            .map_err(|e| Status::internal(format!("decoding Commands: {e}")))?;
+        Ok(Some(commands))
+    }
 }
