@@ -3,6 +3,7 @@ mod assemble;
 mod collect;
 mod discover;
 mod export;
+mod inspect;
 mod probes;
 mod run;
 
@@ -25,6 +26,9 @@ struct Cli {
 enum Command {
     /// Attach to running Go processes and report their requests.
     Run(run::RunArgs),
+    /// Show what skyhook knows about a Go binary (version, build mode, probe sites and the
+    /// offsets they need) without attaching to anything.
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +43,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Inspect(args) => inspect::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -89,6 +89,9 @@ pub enum Error {
         symbol: String,
         machine: u16,
     },
+    /// `.gopclntab` is missing, of an unsupported version, or inconsistent.
+    #[error("{path}: {reason}")]
+    Pclntab { path: PathBuf, reason: PclntabError },
 }
 
 /// Why `.go.buildinfo` could not be decoded.
@@ -109,4 +112,23 @@ pub enum BuildInfoError {
     EmptyVersion,
     #[error("string is not utf-8")]
     NotUtf8,
+}
+
+/// Why function addresses cannot be read from `.gopclntab`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PclntabError {
+    /// Neither a `.gopclntab` section nor a valid header in a read-only segment.
+    #[error("no pclntab found")]
+    NotFound,
+    /// Not the Go 1.18+ layout: `0xfffffffa` is go1.16-1.17, `0xfffffffb` go1.2-1.15.
+    #[error("unsupported pclntab magic {0:#010x}")]
+    Magic(u32),
+    #[error("corrupt pclntab: {0}")]
+    Corrupt(&'static str),
+    /// The header has no text start (Go 1.26+) and no `runtime.moduledata` points at it.
+    #[error("pclntab text start not found: no runtime.moduledata points at the pclntab")]
+    NoTextStart,
+    #[error("pclntab header puts the text at {header:#x}, runtime.moduledata at {moduledata:#x}")]
+    TextStartMismatch { header: u64, moduledata: u64 },
 }

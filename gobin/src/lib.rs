@@ -7,6 +7,8 @@
 mod buildinfo;
 mod dwarf;
 mod error;
+pub mod offsets;
+mod pclntab;
 mod ret;
 
 use std::borrow::Cow;
@@ -21,7 +23,10 @@ use object::read::elf::{Dyn, ElfFile, FileHeader, ProgramHeader};
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 pub use buildinfo::{BuildInfo, Module, parse_go_version};
+pub use error::PclntabError;
 pub use error::{BuildInfoError, Error};
+pub use offsets::{FieldResolution, Lookup, OffsetSource, OffsetsDb};
+pub use pclntab::{PclntabInfo, TextStartSource};
 
 /// Parses a `.go.buildinfo` region. `read_at(vaddr, len)` resolves the pointers of the
 /// pre-1.18 form; the inline form never calls it. Exposed for tests and tools.
@@ -48,14 +53,14 @@ pub struct BuildMode {
     pub pie: bool,
     /// Neither `PT_INTERP` nor `DT_NEEDED`: `LD_PRELOAD` cannot reach it.
     pub static_linked: bool,
-    /// No `.symtab` (built with `-ldflags=-s` or stripped): [`GoBinary::function`] finds
-    /// nothing.
+    /// No `.symtab` (built with `-ldflags=-s` or stripped): [`GoBinary::function`] falls
+    /// back to `.gopclntab`.
     pub stripped: bool,
     /// `.debug_info` (or `.zdebug_info`) is present.
     pub has_dwarf: bool,
 }
 
-/// A function symbol from `.symtab`.
+/// A function, from `.symtab` or `.gopclntab` (see [`SymbolSource`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Function {
     pub name: String,
@@ -83,6 +88,27 @@ pub struct GoBinary {
     build_info: BuildInfo,
     segments: Vec<Segment>,
     functions: OnceLock<HashMap<String, Function>>,
+    pclntab: OnceLock<Result<pclntab::Index, PclntabError>>,
+}
+
+/// Where [`GoBinary::function_source`] found a function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SymbolSource {
+    /// The ELF symbol table: the exact size the compiler emitted.
+    Symtab,
+    /// Go's `.gopclntab`, for binaries built with `-ldflags=-s`: the size runs to the next
+    /// function's entry, so it includes alignment padding.
+    Pclntab,
+}
+
+impl SymbolSource {
+    /// Lowercase name for reports: `symtab` or `pclntab`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SymbolSource::Symtab => "symtab",
+            SymbolSource::Pclntab => "pclntab",
+        }
+    }
 }
 
 impl std::fmt::Debug for GoBinary {
@@ -214,6 +240,7 @@ impl GoBinary {
             build_info,
             segments,
             functions: OnceLock::new(),
+            pclntab: OnceLock::new(),
             map,
         })
     }
@@ -257,13 +284,50 @@ impl GoBinary {
         }
     }
 
-    /// A function symbol from `.symtab` by its exact Go name, e.g.
-    /// `net/http.serverHandler.ServeHTTP`. `None` when absent or the binary is stripped.
+    /// A function by its exact Go name, e.g. `net/http.serverHandler.ServeHTTP`: from
+    /// `.symtab`, else from `.gopclntab` (stripped binaries). `None` when absent from both
+    /// or the pclntab is unreadable ([`GoBinary::pclntab_function`] says why).
     pub fn function(&self, name: &str) -> Option<Function> {
-        self.functions
+        self.function_source(name).map(|(f, _)| f)
+    }
+
+    /// [`GoBinary::function`] and which table it came from.
+    pub fn function_source(&self, name: &str) -> Option<(Function, SymbolSource)> {
+        if let Some(f) = self
+            .functions
             .get_or_init(|| self.index_functions())
             .get(name)
-            .cloned()
+        {
+            return Some((f.clone(), SymbolSource::Symtab));
+        }
+        let f = self.pclntab_function(name).ok().flatten()?;
+        Some((f, SymbolSource::Pclntab))
+    }
+
+    /// A function from `.gopclntab` only (Go 1.18+ layout). The table is indexed once, on
+    /// first use.
+    pub fn pclntab_function(&self, name: &str) -> Result<Option<Function>, Error> {
+        let index = self.pclntab_index()?;
+        Ok(index.get(name).map(|(address, size)| Function {
+            name: name.to_owned(),
+            address,
+            size,
+        }))
+    }
+
+    /// Where the pclntab is and how its text start was found.
+    pub fn pclntab_info(&self) -> Result<PclntabInfo, Error> {
+        Ok(self.pclntab_index()?.info.clone())
+    }
+
+    fn pclntab_index(&self) -> Result<&pclntab::Index, Error> {
+        self.pclntab
+            .get_or_init(|| pclntab::index(self.data(), &self.segments))
+            .as_ref()
+            .map_err(|reason| Error::Pclntab {
+                path: self.path.clone(),
+                reason: reason.clone(),
+            })
     }
 
     fn index_functions(&self) -> HashMap<String, Function> {
@@ -392,6 +456,13 @@ impl GoBinary {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// Resolves `(type, field)` pairs, in order: from DWARF when the binary has it (one
+    /// pass), else from the embedded [`OffsetsDb`] by the exact Go release and arch. A miss
+    /// carries the reason; an unknown release is never guessed.
+    pub fn resolve_fields(&self, wanted: &[(&str, &str)]) -> Vec<FieldResolution> {
+        offsets::resolve_with(self, OffsetsDb::embedded(), wanted)
     }
 
     /// A debug section's bytes, decompressed (SHF_COMPRESSED or GNU `.zdebug_*`).

@@ -1,6 +1,7 @@
-//! Developer and operator tasks: `cargo xtask test | demo | bench`.
+//! Developer and operator tasks: `cargo xtask test | demo | bench | offsets`.
 mod bench;
 mod demo;
+mod offsets;
 
 use std::process::Command;
 
@@ -29,6 +30,8 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Measure the traced against the untraced fixture server under closed-loop load.
     Bench(bench::BenchArgs),
+    /// Regenerate (or --check) gobin/offsets/go.tsv, the struct offsets of every Go release.
+    Offsets(offsets::OffsetsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test { no_lint, rest } => test(no_lint, &rest),
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::Offsets(args) => offsets::run(args),
     }
 }
 

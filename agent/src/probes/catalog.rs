@@ -1,8 +1,8 @@
 //! The probe catalog: what skyhook instruments, as data. One table per instrumented library;
 //! `attach` reads these and nothing else decides where probes go.
 
-/// A struct field a probe reads, located by DWARF (the offsets table arrives with the
-/// binary-compatibility work).
+/// A struct field a probe reads, located by DWARF when the binary has it, else by the
+/// offsets database (`gobin::offsets`) for the binary's exact Go release.
 #[derive(Clone, Copy, Debug)]
 pub struct Field {
     /// Go type name with its import path, as DWARF spells it: `net/http.Request`.
@@ -77,3 +77,6 @@ pub const HTTP_SERVER: FunctionProbe = FunctionProbe {
         RESPONSE_STATUS,
     ],
 };
+
+/// Every probe of the catalog, in the order `inspect` reports them.
+pub const ALL: &[&FunctionProbe] = &[&HTTP_SERVER];

@@ -1,6 +1,7 @@
 //! Attach: load the eBPF object once, then for each traced process resolve the catalog's
 //! symbols, RET sites and struct offsets in its binary and attach the programs to it.
 pub mod catalog;
+pub mod plan;
 
 use std::{collections::HashMap, num::NonZeroU32};
 
@@ -15,7 +16,6 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::discover::Target;
-use catalog::{Field, FunctionProbe};
 
 /// The eBPF object built from `agent-ebpf` by build.rs.
 static PROBES_OBJECT: &[u8] =
@@ -48,35 +48,11 @@ pub enum ProbeError {
         #[source]
         source: gobin::Error,
     },
-    #[error("process {pid} ({exe}) does not use {probe}: symbol {symbol} not found")]
-    SymbolMissing {
+    #[error("process {pid} ({exe}) {blocker}")]
+    NotAttachable {
         pid: u32,
         exe: String,
-        probe: &'static str,
-        symbol: &'static str,
-    },
-    #[error("process {pid} ({exe}): {probe}: no RET instruction found in {symbol}")]
-    NoReturnSites {
-        pid: u32,
-        exe: String,
-        probe: &'static str,
-        symbol: &'static str,
-    },
-    #[error("process {pid} ({exe}): {probe}: offset of {type_name}.{field} is unknown ({why})")]
-    FieldUnknown {
-        pid: u32,
-        exe: String,
-        probe: &'static str,
-        type_name: &'static str,
-        field: &'static str,
-        why: String,
-    },
-    #[error("process {pid} ({exe}): address {vaddr:#x} of {symbol} is not in a loadable segment")]
-    NotMapped {
-        pid: u32,
-        exe: String,
-        symbol: &'static str,
-        vaddr: u64,
+        blocker: plan::Blocker,
     },
 }
 
@@ -137,15 +113,22 @@ impl Probes {
             exe: exe.clone(),
             source,
         })?;
-        bin.require_register_abi()
-            .map_err(|source| ProbeError::Binary {
-                pid,
-                exe: exe.clone(),
-                source,
-            })?;
         let spec = &catalog::HTTP_SERVER;
-        let resolved = resolve(&bin, spec, pid, &exe)?;
-        let off = |f: &Field| resolved.field(f);
+        let plan = plan::plan(&bin, spec);
+        if let Some(blocker) = plan.blocker.clone() {
+            return Err(ProbeError::NotAttachable { pid, exe, blocker });
+        }
+        for f in plan.fields.iter().filter(|f| f.offset.is_none()) {
+            warn!(
+                pid,
+                exe,
+                probe = spec.name,
+                field = %format!("{}.{}", f.field.type_name, f.field.field),
+                why = f.reason.as_deref().unwrap_or(""),
+                "optional field unknown"
+            );
+        }
+        let off = |f: &catalog::Field| plan.offset(f);
         let response_status = off(&catalog::RESPONSE_STATUS);
         let proto_major = off(&catalog::REQUEST_PROTO_MAJOR);
         let status_readable = response_status.is_some() && proto_major.is_some();
@@ -182,8 +165,11 @@ impl Probes {
         let mut links = Vec::new();
         let attach_result = (|| {
             for (name, offsets) in [
-                (spec.entry_program, vec![resolved.entry]),
-                (spec.return_program, resolved.returns.clone()),
+                (
+                    spec.entry_program,
+                    plan.entry.into_iter().collect::<Vec<_>>(),
+                ),
+                (spec.return_program, plan.return_offsets()),
             ] {
                 let prog: &mut UProbe = self
                     .ebpf
@@ -214,7 +200,9 @@ impl Probes {
             go = attached.go_version,
             probe = spec.name,
             symbol = spec.symbol,
-            return_sites = resolved.returns.len(),
+            symbols = plan.function.as_ref().map_or("none", |(_, s)| s.as_str()),
+            return_sites = plan.returns.len(),
+            offsets = plan.offsets_source(),
             "attached"
         );
         Ok(self.attached.entry(pid).insert_entry(attached).into_mut())
@@ -259,92 +247,19 @@ impl Probes {
     }
 }
 
-/// A probe resolved in one binary: uprobe file offsets and field offsets.
-struct Resolved {
-    entry: u64,
-    returns: Vec<u64>,
-    fields: Vec<(&'static str, &'static str, Option<u64>)>,
-}
-
-impl Resolved {
-    fn field(&self, f: &Field) -> Option<u64> {
-        self.fields
-            .iter()
-            .find(|(t, n, _)| *t == f.type_name && *n == f.field)
-            .and_then(|(_, _, o)| *o)
-    }
-}
-
-fn resolve(
-    bin: &GoBinary,
-    spec: &FunctionProbe,
-    pid: u32,
-    exe: &str,
-) -> Result<Resolved, ProbeError> {
-    let func = bin
-        .function(spec.symbol)
-        .ok_or_else(|| ProbeError::SymbolMissing {
-            pid,
-            exe: exe.to_string(),
-            probe: spec.name,
-            symbol: spec.symbol,
-        })?;
-    let file_offset = |vaddr: u64| {
-        bin.file_offset(vaddr).ok_or_else(|| ProbeError::NotMapped {
-            pid,
-            exe: exe.to_string(),
-            symbol: spec.symbol,
-            vaddr,
-        })
-    };
-    let entry = file_offset(func.address)?;
-    let rets = bin.ret_sites(&func).map_err(|source| ProbeError::Binary {
-        pid,
-        exe: exe.to_string(),
-        source,
-    })?;
-    if rets.is_empty() {
-        return Err(ProbeError::NoReturnSites {
-            pid,
-            exe: exe.to_string(),
-            probe: spec.name,
-            symbol: spec.symbol,
-        });
-    }
-    let returns = rets
-        .into_iter()
-        .map(file_offset)
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let wanted: Vec<(&str, &str)> = spec.fields.iter().map(|f| (f.type_name, f.field)).collect();
-    let found = bin.struct_field_offsets(&wanted);
-    let mut fields = Vec::with_capacity(spec.fields.len());
-    for (i, f) in spec.fields.iter().enumerate() {
-        let (offset, why) = match &found {
-            Ok(v) => match v.get(i).copied().flatten() {
-                Some(o) => (Some(o), String::new()),
-                None => (None, "not in the binary's DWARF".to_string()),
-            },
-            Err(e) => (None, e.to_string()),
-        };
-        if offset.is_none() {
-            if f.required {
-                return Err(ProbeError::FieldUnknown {
-                    pid,
-                    exe: exe.to_string(),
-                    probe: spec.name,
-                    type_name: f.type_name,
-                    field: f.field,
-                    why,
-                });
-            }
-            warn!(pid, exe, probe = spec.name, field = %format!("{}.{}", f.type_name, f.field), why, "optional field unknown");
+#[cfg(test)]
+mod tests {
+    /// Stripped binaries are resolved through the offsets database, which records only
+    /// `gobin::offsets::STD_FIELDS`: every catalog field must be one of them.
+    #[test]
+    fn catalog_fields_are_in_the_offsets_database() {
+        for f in super::catalog::HTTP_SERVER.fields {
+            assert!(
+                gobin::offsets::STD_FIELDS.contains(&(f.type_name, f.field)),
+                "{}.{} is missing from gobin::offsets::STD_FIELDS",
+                f.type_name,
+                f.field
+            );
         }
-        fields.push((f.type_name, f.field, offset));
     }
-    Ok(Resolved {
-        entry,
-        returns,
-        fields,
-    })
 }
