@@ -1,7 +1,6 @@
 //! `skyhook inspect PATH`: what the agent knows about a Go binary without attaching to it.
 use std::{io::Write as _, path::PathBuf};
 
-use anyhow::Context as _;
 use gobin::{Arch, GoBinary};
 use serde_json::{Value, json};
 
@@ -23,8 +22,8 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
-    let bin = GoBinary::open(&args.path)
-        .with_context(|| format!("inspecting {}", args.path.display()))?;
+    // gobin's errors already name the file.
+    let bin = GoBinary::open(&args.path)?;
     let plans: Vec<ProbePlan> = catalog::ALL.iter().map(|p| plan::plan(&bin, p)).collect();
     let report = report(&bin, &plans);
     let mut out = std::io::stdout().lock();

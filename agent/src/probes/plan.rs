@@ -25,6 +25,8 @@ pub enum Blocker {
         probe: &'static str,
         symbol: &'static str,
     },
+    #[error("{probe}: the binary has no symbol table and its function table is unreadable: {why}")]
+    Unreadable { probe: &'static str, why: String },
     #[error("{probe}: cannot find the RET instructions of {symbol}: {why}")]
     ReturnSites {
         probe: &'static str,
@@ -112,13 +114,23 @@ pub fn plan(bin: &GoBinary, probe: &'static FunctionProbe) -> ProbePlan {
     }
 
     match bin.function_source(probe.symbol) {
-        None => block(
-            &mut plan,
-            Blocker::SymbolMissing {
-                probe: probe.name,
-                symbol: probe.symbol,
-            },
-        ),
+        // Without a symbol table the pclntab was the only source: say why it failed, if it did.
+        None => match bin.pclntab_function(probe.symbol) {
+            Err(e) if bin.build_mode().stripped => block(
+                &mut plan,
+                Blocker::Unreadable {
+                    probe: probe.name,
+                    why: e.to_string(),
+                },
+            ),
+            _ => block(
+                &mut plan,
+                Blocker::SymbolMissing {
+                    probe: probe.name,
+                    symbol: probe.symbol,
+                },
+            ),
+        },
         Some((func, source)) => {
             let not_mapped = |vaddr| Blocker::NotMapped {
                 probe: probe.name,
