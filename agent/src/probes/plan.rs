@@ -18,6 +18,8 @@ pub struct FieldPlan {
 /// Why a probe cannot be attached to a binary.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum Blocker {
+    #[error("built for {binary}; this agent traces {host} programs")]
+    Arch { binary: String, host: &'static str },
     #[error("Go {version} predates the register ABI (Go 1.17) that the probes read arguments by")]
     GoTooOld { version: String },
     #[error("does not use {probe}: symbol {symbol} not found")]
@@ -108,6 +110,19 @@ pub fn plan(bin: &GoBinary, probe: &'static FunctionProbe) -> ProbePlan {
             plan.blocker = Some(b);
         }
     };
+    if bin.arch() != gobin::Arch::X86_64 {
+        let binary = match bin.arch() {
+            gobin::Arch::Aarch64 => "aarch64".to_string(),
+            other => format!("{other:?}"),
+        };
+        block(
+            &mut plan,
+            Blocker::Arch {
+                binary,
+                host: "x86_64",
+            },
+        );
+    }
     if bin.require_register_abi().is_err() {
         let version = bin.build_info().go_version.clone();
         block(&mut plan, Blocker::GoTooOld { version });
