@@ -9,12 +9,15 @@
 pub enum EventKind {
     /// One whole net/http server request: entry and return were both seen.
     HttpServerRequest = 1,
+    /// One whole net/http client round trip (`Transport.roundTrip`).
+    HttpClientRequest = 2,
 }
 
 impl EventKind {
     pub fn from_u32(v: u32) -> Option<EventKind> {
         match v {
             1 => Some(EventKind::HttpServerRequest),
+            2 => Some(EventKind::HttpClientRequest),
             _ => None,
         }
     }
@@ -24,10 +27,10 @@ impl EventKind {
 pub const METHOD_MAX: usize = 16;
 /// Bytes kept of the URL path; longer paths are truncated and flagged.
 pub const PATH_MAX: usize = 256;
-/// Bytes kept of the `Host` header.
+/// Bytes kept of the host (the `Host` header on the server, the URL's host on the client).
 pub const HOST_MAX: usize = 64;
 
-/// Flag bits of [`HttpServerRequest::flags`].
+/// Flag bits of [`HttpRequest::flags`].
 pub mod http_flags {
     /// The method did not fit in [`super::METHOD_MAX`] bytes.
     pub const METHOD_TRUNCATED: u16 = 1 << 0;
@@ -35,31 +38,39 @@ pub mod http_flags {
     pub const PATH_TRUNCATED: u16 = 1 << 1;
     /// The host did not fit in [`super::HOST_MAX`] bytes.
     pub const HOST_TRUNCATED: u16 = 1 << 2;
-    /// The response writer was not net/http's HTTP/1 `response`, or its offsets are unknown.
+    /// The status could not be read (server: not net/http's HTTP/1 `response`; client: no
+    /// response, or its offsets are unknown).
     pub const STATUS_UNKNOWN: u16 = 1 << 3;
     /// Reading some of the request from the traced process failed.
     pub const READ_FAILED: u16 = 1 << 4;
+    /// The call returned a non-nil error (client: transport error, refused, timed out).
+    pub const ERROR: u16 = 1 << 5;
 }
 
-/// One net/http server request, written at the return of `serverHandler.ServeHTTP`.
+/// One net/http request, written when the instrumented function returns: a server request
+/// (`serverHandler.ServeHTTP`) or a client round trip (`Transport.roundTrip`).
 ///
 /// Times are `CLOCK_MONOTONIC` nanoseconds (the kernel's `bpf_ktime_get_ns`); the agent turns
 /// them into wall-clock milliseconds.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct HttpServerRequest {
-    /// Always [`EventKind::HttpServerRequest`] as u32: the first word of every record is its kind.
+pub struct HttpRequest {
+    /// An [`EventKind`] as u32: the first word of every record is its kind.
     pub kind: u32,
     /// Process id (thread group id) in the agent's pid namespace.
     pub pid: u32,
     /// Thread that ran the entry probe.
     pub tid: u32,
-    /// HTTP status written by the handler (0 when unknown).
+    /// HTTP status (0 when unknown).
     pub status: u32,
-    /// Go goroutine id of the handler.
+    /// Go goroutine id of the caller.
     pub goid: u64,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// The server request this belongs to: for a server request its own id, for a client
+    /// call the id of the request whose goroutine (or an ancestor of it) made the call; 0 when
+    /// the call happened outside any traced request.
+    pub request_id: u64,
     pub method_len: u16,
     pub path_len: u16,
     pub host_len: u16,
@@ -70,13 +81,13 @@ pub struct HttpServerRequest {
     pub host: [u8; HOST_MAX],
 }
 
-const _: () = assert!(core::mem::size_of::<HttpServerRequest>() == 384);
+const _: () = assert!(core::mem::size_of::<HttpRequest>() == 392);
 
 /// Where one process keeps the fields the net/http probes read. Offsets are in bytes; the
 /// agent fills one per traced process (keyed by pid) from DWARF or the offsets table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct HttpServerOffsets {
+pub struct HttpOffsets {
     /// `runtime.g.goid`.
     pub g_goid: u64,
     /// `net/http.Request.Method` (a Go string: pointer, length).
@@ -87,20 +98,26 @@ pub struct HttpServerOffsets {
     pub request_host: u64,
     /// `net/url.URL.Path` (a Go string).
     pub url_path: u64,
+    /// `net/url.URL.Host` (a Go string).
+    pub url_host: u64,
     /// `net/http.Request.ProtoMajor` (an int). net/http hands `serverHandler.ServeHTTP` its
     /// HTTP/1 `*response` exactly when the request is HTTP/1.x; HTTP/2 requests come with
     /// another writer type, whose fields are elsewhere.
     pub request_proto_major: u64,
     /// `net/http.response.status` (an int).
     pub response_status: u64,
-    /// Non-zero when `response_status` and `request_proto_major` are known, so the return
-    /// probe may read the status.
+    /// Non-zero when `response_status` and `request_proto_major` are known, so the server's
+    /// return probe may read the status.
     pub status_readable: u64,
+    /// `net/http.Response.StatusCode` (an int), for the client.
+    pub client_status_code: u64,
+    /// Non-zero when `client_status_code` is known.
+    pub client_status_readable: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<HttpServerOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<HttpOffsets>() == 88);
 
-/// Key of an in-flight request: the goroutine (its `g` pointer) inside one process.
+/// Key of per-goroutine state: the goroutine (its `g` pointer) inside one process.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GoroutineKey {
@@ -111,34 +128,62 @@ pub struct GoroutineKey {
 
 const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
 
-/// What the entry probe keeps until the return probe of the same goroutine fires.
+/// Key of per-thread state (for runtime functions that run on the system stack, where the
+/// current `g` is the thread's g0 rather than the goroutine that asked).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadKey {
+    pub pid: u32,
+    pub tid: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ThreadKey>() == 8);
+
+/// The traced request a goroutine works for. Set for the handler goroutine at the server
+/// entry, copied to every goroutine it (or its descendants) start.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoroutineContext {
+    pub request_id: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<GoroutineContext>() == 8);
+
+/// What an entry probe keeps until the return probe of the same goroutine fires.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct HttpServerInFlight {
+pub struct HttpInFlight {
     /// The `*http.Request` argument: a second entry with the same request is the same call
     /// fired again (after `morestack` or a preemption signal), not a new request.
     pub request: u64,
-    /// The data word of the `ResponseWriter` interface argument: a `*net/http.response` when
-    /// `proto_major` is 1.
+    /// Server: the data word of the `ResponseWriter` interface argument, a
+    /// `*net/http.response` when `proto_major` is 1.
     pub response: u64,
-    /// `Request.ProtoMajor` read at entry.
+    /// Server: `Request.ProtoMajor` read at entry.
     pub proto_major: u64,
-    pub event: HttpServerRequest,
+    pub event: HttpRequest,
 }
 
-const _: () = assert!(core::mem::size_of::<HttpServerInFlight>() == 408);
+const _: () = assert!(core::mem::size_of::<HttpInFlight>() == 416);
 
 /// Map names, shared so that the agent looks up exactly what the programs define.
 pub mod maps {
     pub const EVENTS: &str = "EVENTS";
-    pub const HTTP_SERVER_OFFSETS: &str = "HTTP_SERVER_OFFSETS";
+    pub const HTTP_OFFSETS: &str = "HTTP_OFFSETS";
     pub const HTTP_SERVER_IN_FLIGHT: &str = "HTTP_SERVER_IN_FLIGHT";
+    pub const HTTP_CLIENT_IN_FLIGHT: &str = "HTTP_CLIENT_IN_FLIGHT";
+    pub const GOROUTINE_CONTEXT: &str = "GOROUTINE_CONTEXT";
+    pub const NEWPROC_PARENT: &str = "NEWPROC_PARENT";
 }
 
 /// Program names, shared so that the probe catalog names what the object file contains.
 pub mod programs {
     pub const HTTP_SERVER_ENTRY: &str = "http_server_entry";
     pub const HTTP_SERVER_RETURN: &str = "http_server_return";
+    pub const HTTP_CLIENT_ENTRY: &str = "http_client_entry";
+    pub const HTTP_CLIENT_RETURN: &str = "http_client_return";
+    pub const NEWPROC_ENTRY: &str = "newproc_entry";
+    pub const NEWPROC_RETURN: &str = "newproc_return";
 }
 
 /// Bounds of the kernel-side maps.
@@ -149,15 +194,23 @@ pub mod limits {
     pub const MAX_PROCESSES: u32 = 4096;
     /// Requests in flight across all traced processes; the oldest is evicted past this.
     pub const MAX_IN_FLIGHT: u32 = 16384;
+    /// Goroutines carrying a request context; least recently used are evicted past this.
+    pub const MAX_GOROUTINE_CONTEXTS: u32 = 65536;
+    /// Threads inside `runtime.newproc1` at once (one per thread at most).
+    pub const MAX_NEWPROC_THREADS: u32 = 4096;
 }
 
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data: repr(C), no padding holes that carry meaning, every bit
     // pattern is valid.
-    unsafe impl aya::Pod for super::HttpServerOffsets {}
+    unsafe impl aya::Pod for super::HttpOffsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GoroutineKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::HttpServerInFlight {}
+    unsafe impl aya::Pod for super::ThreadKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::GoroutineContext {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::HttpInFlight {}
 }

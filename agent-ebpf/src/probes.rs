@@ -1,11 +1,12 @@
 use agent_common::{
-    EventKind, GoroutineKey, HOST_MAX, HttpServerInFlight, HttpServerOffsets, METHOD_MAX, PATH_MAX,
-    http_flags, limits,
+    EventKind, GoroutineContext, GoroutineKey, HttpInFlight, HttpOffsets, ThreadKey, http_flags,
+    limits,
 };
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_user,
+        bpf_probe_read_user_buf,
     },
     macros::{map, uprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -18,21 +19,41 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(limits::EVENTS_RING_BYTES, 0);
 
 /// Struct offsets per traced process, written by the agent before it attaches.
 #[map]
-static HTTP_SERVER_OFFSETS: HashMap<u32, HttpServerOffsets> =
+static HTTP_OFFSETS: HashMap<u32, HttpOffsets> =
     HashMap::with_max_entries(limits::MAX_PROCESSES, 0);
 
-/// Requests whose entry was seen and whose return was not yet. LRU: a request whose return
-/// never comes (a handler that panicked) is evicted instead of filling the map.
+/// Server requests whose entry was seen and whose return was not yet. LRU: a request whose
+/// return never comes (a handler that panicked) is evicted instead of filling the map.
 #[map]
-static HTTP_SERVER_IN_FLIGHT: LruHashMap<GoroutineKey, HttpServerInFlight> =
+static HTTP_SERVER_IN_FLIGHT: LruHashMap<GoroutineKey, HttpInFlight> =
     LruHashMap::with_max_entries(limits::MAX_IN_FLIGHT, 0);
+
+/// Client round trips in flight, as above.
+#[map]
+static HTTP_CLIENT_IN_FLIGHT: LruHashMap<GoroutineKey, HttpInFlight> =
+    LruHashMap::with_max_entries(limits::MAX_IN_FLIGHT, 0);
+
+/// The request each goroutine works for (handler goroutines and their descendants).
+#[map]
+static GOROUTINE_CONTEXT: LruHashMap<GoroutineKey, GoroutineContext> =
+    LruHashMap::with_max_entries(limits::MAX_GOROUTINE_CONTEXTS, 0);
+
+/// `runtime.newproc1` runs on the system stack, so its entry and return are matched by
+/// thread: the goroutine that asked for the new one, per thread.
+#[map]
+static NEWPROC_PARENT: HashMap<ThreadKey, u64> =
+    HashMap::with_max_entries(limits::MAX_NEWPROC_THREADS, 0);
 
 /// Scratch space: an in-flight record is too large for the 512-byte BPF stack.
 #[map]
-static SCRATCH: PerCpuArray<HttpServerInFlight> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<HttpInFlight> = PerCpuArray::with_max_entries(1, 0);
 
-/// Go's amd64 register ABI (ABIInternal): integer arguments in RAX, RBX, RCX, RDI, ...; the
-/// current goroutine's `g` in R14.
+/// Per-CPU counter behind request ids.
+#[map]
+static REQUEST_COUNTER: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Go's amd64 register ABI (ABIInternal): integer arguments and results in RAX, RBX, RCX,
+/// RDI, ...; the current goroutine's `g` in R14.
 struct GoRegs {
     g: u64,
     args: [u64; 4],
@@ -48,7 +69,12 @@ fn go_regs(ctx: &ProbeContext) -> GoRegs {
     }
 }
 
-/// Reads a `u64` from the traced process; 0 when the read fails.
+fn current_pid() -> (u32, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ((pid_tgid >> 32) as u32, pid_tgid as u32)
+}
+
+/// Reads a `u64` from the traced process.
 fn read_u64(addr: u64) -> Result<u64, i64> {
     // SAFETY: bpf_probe_read_user copes with any address; a bad one is an error, not a fault.
     unsafe { bpf_probe_read_user(addr as *const u64) }.map_err(|e| e as i64)
@@ -74,6 +100,112 @@ fn read_go_string<const N: usize>(addr: u64, dst: &mut [u8; N]) -> Result<(u16, 
     Ok((n as u16, truncated))
 }
 
+/// Reads a string field into `dst`, setting its length and the flags it earns.
+#[inline(always)]
+fn read_field<const N: usize>(
+    addr: u64,
+    dst: &mut [u8; N],
+    len: &mut u16,
+    flags: &mut u16,
+    truncated_flag: u16,
+) {
+    match read_go_string::<N>(addr, dst) {
+        Ok((n, t)) => {
+            *len = n;
+            if t {
+                *flags |= truncated_flag;
+            }
+        }
+        Err(_) => {
+            *len = 0;
+            *flags |= http_flags::READ_FAILED;
+        }
+    }
+}
+
+/// A new id, unique across CPUs for the life of the maps: the CPU in the top bits.
+fn next_request_id() -> u64 {
+    let Some(counter) = REQUEST_COUNTER.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: per-CPU slot; programs on one CPU do not interleave.
+    let n = unsafe {
+        *counter += 1;
+        *counter
+    };
+    // SAFETY: no preconditions.
+    let cpu = u64::from(unsafe { bpf_get_smp_processor_id() });
+    (cpu << 48) | (n & 0xffff_ffff_ffff)
+}
+
+/// Fills the common part of an entry record from a `*http.Request`: method, URL path, and
+/// host (the `Host` header on the server, the URL's host on the client). Inlined: BPF calls
+/// take at most five arguments.
+#[inline(always)]
+fn begin(
+    regs: &GoRegs,
+    pid: u32,
+    tid: u32,
+    off: &HttpOffsets,
+    request: u64,
+    kind: EventKind,
+    rec: &mut HttpInFlight,
+) {
+    rec.request = request;
+    rec.response = 0;
+    rec.proto_major = 0;
+    let ev = &mut rec.event;
+    ev.kind = kind as u32;
+    ev.pid = pid;
+    ev.tid = tid;
+    ev.status = 0;
+    ev.goid = read_u64(regs.g + off.g_goid).unwrap_or(0);
+    // SAFETY: no preconditions.
+    ev.start_ns = unsafe { bpf_ktime_get_ns() };
+    ev.end_ns = 0;
+    ev.request_id = 0;
+    ev.flags = 0;
+    read_field(
+        request + off.request_method,
+        &mut ev.method,
+        &mut ev.method_len,
+        &mut ev.flags,
+        http_flags::METHOD_TRUNCATED,
+    );
+    ev.path_len = 0;
+    ev.host_len = 0;
+    match read_u64(request + off.request_url) {
+        Ok(url) if url != 0 => {
+            read_field(
+                url + off.url_path,
+                &mut ev.path,
+                &mut ev.path_len,
+                &mut ev.flags,
+                http_flags::PATH_TRUNCATED,
+            );
+            if kind == EventKind::HttpClientRequest {
+                read_field(
+                    url + off.url_host,
+                    &mut ev.host,
+                    &mut ev.host_len,
+                    &mut ev.flags,
+                    http_flags::HOST_TRUNCATED,
+                );
+            }
+        }
+        _ => ev.flags |= http_flags::READ_FAILED,
+    }
+    if kind == EventKind::HttpServerRequest {
+        read_field(
+            request + off.request_host,
+            &mut ev.host,
+            &mut ev.host_len,
+            &mut ev.flags,
+            http_flags::HOST_TRUNCATED,
+        );
+    }
+}
+
 #[uprobe]
 pub fn http_server_entry(ctx: ProbeContext) -> u32 {
     let _ = try_http_server_entry(&ctx);
@@ -81,10 +213,9 @@ pub fn http_server_entry(ctx: ProbeContext) -> u32 {
 }
 
 fn try_http_server_entry(ctx: &ProbeContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
+    let (pid, tid) = current_pid();
     // SAFETY: the map value is only read here; the agent writes it before attaching.
-    let Some(off) = (unsafe { HTTP_SERVER_OFFSETS.get(&pid) }) else {
+    let Some(off) = (unsafe { HTTP_OFFSETS.get(&pid) }) else {
         return Ok(());
     };
     // serverHandler.ServeHTTP(sh serverHandler, rw ResponseWriter, req *Request):
@@ -104,67 +235,30 @@ fn try_http_server_entry(ctx: &ProbeContext) -> Result<(), i64> {
             return Ok(());
         }
     }
-
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
     // SAFETY: per-CPU scratch slot; programs on this CPU do not interleave.
     let rec = unsafe { &mut *scratch };
-    rec.request = request;
+    begin(
+        &regs,
+        pid,
+        tid,
+        off,
+        request,
+        EventKind::HttpServerRequest,
+        rec,
+    );
     rec.response = regs.args[2];
-    rec.proto_major = if off.status_readable != 0 {
-        read_u64(request + off.request_proto_major).unwrap_or(0)
-    } else {
-        0
-    };
-    let ev = &mut rec.event;
-    ev.kind = EventKind::HttpServerRequest as u32;
-    ev.pid = pid;
-    ev.tid = pid_tgid as u32;
-    ev.status = 0;
-    ev.goid = read_u64(regs.g + off.g_goid).unwrap_or(0);
-    // SAFETY: no preconditions.
-    ev.start_ns = unsafe { bpf_ktime_get_ns() };
-    ev.end_ns = 0;
-    ev.flags = 0;
-
-    match read_go_string::<METHOD_MAX>(request + off.request_method, &mut ev.method) {
-        Ok((n, t)) => {
-            ev.method_len = n;
-            if t {
-                ev.flags |= http_flags::METHOD_TRUNCATED;
-            }
-        }
-        Err(_) => {
-            ev.method_len = 0;
-            ev.flags |= http_flags::READ_FAILED;
-        }
+    if off.status_readable != 0 {
+        rec.proto_major = read_u64(request + off.request_proto_major).unwrap_or(0);
     }
-    match read_go_string::<HOST_MAX>(request + off.request_host, &mut ev.host) {
-        Ok((n, t)) => {
-            ev.host_len = n;
-            if t {
-                ev.flags |= http_flags::HOST_TRUNCATED;
-            }
-        }
-        Err(_) => {
-            ev.host_len = 0;
-            ev.flags |= http_flags::READ_FAILED;
-        }
-    }
-    ev.path_len = 0;
-    match read_u64(request + off.request_url) {
-        Ok(url) if url != 0 => match read_go_string::<PATH_MAX>(url + off.url_path, &mut ev.path) {
-            Ok((n, t)) => {
-                ev.path_len = n;
-                if t {
-                    ev.flags |= http_flags::PATH_TRUNCATED;
-                }
-            }
-            Err(_) => ev.flags |= http_flags::READ_FAILED,
-        },
-        _ => ev.flags |= http_flags::READ_FAILED,
-    }
+    let request_id = next_request_id();
+    rec.event.request_id = request_id;
     HTTP_SERVER_IN_FLIGHT
         .insert(&key, rec, 0)
+        .map_err(|e| e as i64)?;
+    // Everything this goroutine (and the goroutines it starts) calls belongs to this request.
+    GOROUTINE_CONTEXT
+        .insert(&key, &GoroutineContext { request_id }, 0)
         .map_err(|e| e as i64)?;
     Ok(())
 }
@@ -176,10 +270,9 @@ pub fn http_server_return(ctx: ProbeContext) -> u32 {
 }
 
 fn try_http_server_return(ctx: &ProbeContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
+    let (pid, _) = current_pid();
     // SAFETY: read-only look-up of a map value.
-    let Some(off) = (unsafe { HTTP_SERVER_OFFSETS.get(&pid) }) else {
+    let Some(off) = (unsafe { HTTP_OFFSETS.get(&pid) }) else {
         return Ok(());
     };
     let regs = go_regs(ctx);
@@ -206,5 +299,147 @@ fn try_http_server_return(ctx: &ProbeContext) -> Result<(), i64> {
     }
     let _ = EVENTS.output(&rec.event, BPF_RB_NO_WAKEUP as u64);
     let _ = HTTP_SERVER_IN_FLIGHT.remove(&key);
+    // The connection's goroutine serves its next request under a new context.
+    let _ = GOROUTINE_CONTEXT.remove(&key);
     Ok(())
+}
+
+#[uprobe]
+pub fn http_client_entry(ctx: ProbeContext) -> u32 {
+    let _ = try_http_client_entry(&ctx);
+    0
+}
+
+fn try_http_client_entry(ctx: &ProbeContext) -> Result<(), i64> {
+    let (pid, tid) = current_pid();
+    // SAFETY: read-only look-up of a map value.
+    let Some(off) = (unsafe { HTTP_OFFSETS.get(&pid) }) else {
+        return Ok(());
+    };
+    // (*Transport).roundTrip(req *Request): the receiver in RAX, req in RBX.
+    let regs = go_regs(ctx);
+    let request = regs.args[1];
+    let key = GoroutineKey {
+        pid,
+        _pad: 0,
+        g: regs.g,
+    };
+    // SAFETY: read-only look-up of a map value.
+    if let Some(prev) = unsafe { HTTP_CLIENT_IN_FLIGHT.get(&key) } {
+        if prev.request == request {
+            return Ok(());
+        }
+    }
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
+    // SAFETY: per-CPU scratch slot; programs on this CPU do not interleave.
+    let rec = unsafe { &mut *scratch };
+    begin(
+        &regs,
+        pid,
+        tid,
+        off,
+        request,
+        EventKind::HttpClientRequest,
+        rec,
+    );
+    // SAFETY: read-only look-up of a map value.
+    if let Some(c) = unsafe { GOROUTINE_CONTEXT.get(&key) } {
+        rec.event.request_id = c.request_id;
+    }
+    HTTP_CLIENT_IN_FLIGHT
+        .insert(&key, rec, 0)
+        .map_err(|e| e as i64)?;
+    Ok(())
+}
+
+#[uprobe(multi)]
+pub fn http_client_return(ctx: ProbeContext) -> u32 {
+    let _ = try_http_client_return(&ctx);
+    0
+}
+
+fn try_http_client_return(ctx: &ProbeContext) -> Result<(), i64> {
+    let (pid, _) = current_pid();
+    // SAFETY: read-only look-up of a map value.
+    let Some(off) = (unsafe { HTTP_OFFSETS.get(&pid) }) else {
+        return Ok(());
+    };
+    // Results: (*Response) in RAX, error (itab, data) in RBX and RCX.
+    let regs = go_regs(ctx);
+    let key = GoroutineKey {
+        pid,
+        _pad: 0,
+        g: regs.g,
+    };
+    let Some(rec) = HTTP_CLIENT_IN_FLIGHT.get_ptr_mut(&key) else {
+        return Ok(());
+    };
+    // SAFETY: a map value pointer stays valid for the rest of this program run.
+    let rec = unsafe { &mut *rec };
+    // SAFETY: no preconditions.
+    rec.event.end_ns = unsafe { bpf_ktime_get_ns() };
+    let response = regs.args[0];
+    if regs.args[1] != 0 {
+        rec.event.flags |= http_flags::ERROR;
+    }
+    if off.client_status_readable != 0 && response != 0 {
+        match read_u64(response + off.client_status_code) {
+            Ok(status) => rec.event.status = status as u32,
+            Err(_) => rec.event.flags |= http_flags::READ_FAILED | http_flags::STATUS_UNKNOWN,
+        }
+    } else {
+        rec.event.flags |= http_flags::STATUS_UNKNOWN;
+    }
+    let _ = EVENTS.output(&rec.event, BPF_RB_NO_WAKEUP as u64);
+    let _ = HTTP_CLIENT_IN_FLIGHT.remove(&key);
+    Ok(())
+}
+
+#[uprobe]
+pub fn newproc_entry(ctx: ProbeContext) -> u32 {
+    let (pid, tid) = current_pid();
+    // SAFETY: read-only look-up; only processes the agent registered are followed.
+    if unsafe { HTTP_OFFSETS.get(&pid) }.is_none() {
+        return 0;
+    }
+    // newproc1(fn *funcval, callergp *g, ...): the parent goroutine in RBX.
+    let regs = go_regs(&ctx);
+    let _ = NEWPROC_PARENT.insert(&ThreadKey { pid, tid }, &regs.args[1], 0);
+    0
+}
+
+#[uprobe(multi)]
+pub fn newproc_return(ctx: ProbeContext) -> u32 {
+    let (pid, tid) = current_pid();
+    let thread = ThreadKey { pid, tid };
+    // SAFETY: read-only look-up of a map value.
+    let Some(&parent) = (unsafe { NEWPROC_PARENT.get(&thread) }) else {
+        return 0;
+    };
+    let _ = NEWPROC_PARENT.remove(&thread);
+    // The new goroutine's g is the result, in RAX.
+    let child = go_regs(&ctx).args[0];
+    let child_key = GoroutineKey {
+        pid,
+        _pad: 0,
+        g: child,
+    };
+    let parent_key = GoroutineKey {
+        pid,
+        _pad: 0,
+        g: parent,
+    };
+    // SAFETY: read-only look-up of a map value.
+    match unsafe { GOROUTINE_CONTEXT.get(&parent_key) } {
+        Some(c) => {
+            let c = *c;
+            let _ = GOROUTINE_CONTEXT.insert(&child_key, &c, 0);
+        }
+        // g structs are reused: a child of an untraced goroutine must not inherit what an
+        // earlier goroutine with the same g left behind.
+        None => {
+            let _ = GOROUTINE_CONTEXT.remove(&child_key);
+        }
+    }
+    0
 }

@@ -83,6 +83,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             service = names.service,
             instance = names.instance,
             status_codes = attached.status_readable,
+            probes = %attached.probes.join(", "),
             "tracing"
         );
         registry
@@ -149,7 +150,14 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     probes.detach_all();
     collect::drain(&mut ring, &event_tx, &mut stats);
     drop(event_tx);
-    assemble_task.await.context("assemble stage")?;
+    let assembled = assemble_task.await.context("assemble stage")?;
+    info!(
+        unknown_process = assembled.unknown_process,
+        late_exits = assembled.late_exits,
+        orphaned_exits = assembled.orphaned_exits,
+        dropped_exits = assembled.dropped_exits,
+        "assembled"
+    );
     export_task.await.context("export stage")?;
     info!(
         records = stats.records,

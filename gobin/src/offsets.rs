@@ -27,6 +27,7 @@ pub const STD_FIELDS: &[(&str, &str)] = &[
     ("net/url.URL", "Path"),
     ("net/url.URL", "RawQuery"),
     ("net/url.URL", "Host"),
+    ("net/http.Response", "StatusCode"),
     ("net/http.response", "status"),
     ("net/http.response", "req"),
     ("net/http.response", "conn"),
@@ -673,6 +674,7 @@ go1.23.0\tamd64\tnet/http.Request\tPattern\t248\n";
             ("net/http.Request", "ProtoMajor"),
             ("net/url.URL", "Path"),
             ("net/url.URL", "RawQuery"),
+            ("net/http.Response", "StatusCode"),
             ("net/http.response", "status"),
         ] {
             assert!(STD_FIELDS.contains(&(t, f)), "{t}.{f}");

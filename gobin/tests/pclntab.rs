@@ -26,24 +26,6 @@ const FUNCTIONS: [&str; 4] = [
     "main.main",
 ];
 
-const PROGRAM: &str = r#"package main
-
-import (
-	"fmt"
-	"net/http"
-	"os"
-)
-
-func main() {
-	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "hello %s %s", r.Method, r.URL.Path)
-	})
-	if len(os.Args) > 1 {
-		_ = http.ListenAndServe(os.Args[1], nil)
-	}
-}
-"#;
-
 /// How a binary is built; each also exists stripped (`-ldflags=-s -w`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Build {
@@ -90,7 +72,7 @@ fn module_dir() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = common::scratch().join("hello");
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("main.go"), PROGRAM).unwrap();
+        std::fs::write(dir.join("main.go"), common::PROGRAM).unwrap();
         std::fs::write(
             dir.join("go.mod"),
             "module example.com/skyhook/hello\n\ngo 1.21\n",

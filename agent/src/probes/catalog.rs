@@ -23,6 +23,9 @@ pub struct FunctionProbe {
     pub entry_program: &'static str,
     pub return_program: &'static str,
     pub fields: &'static [Field],
+    /// Whether the probe makes spans. A process is traceable when at least one such probe
+    /// attaches; the others (goroutine lineage) only enrich what those report.
+    pub makes_spans: bool,
 }
 
 pub const G_GOID: Field = Field {
@@ -50,6 +53,16 @@ pub const URL_PATH: Field = Field {
     field: "Path",
     required: true,
 };
+pub const URL_HOST: Field = Field {
+    type_name: "net/url.URL",
+    field: "Host",
+    required: true,
+};
+pub const RESPONSE_STATUS_CODE: Field = Field {
+    type_name: "net/http.Response",
+    field: "StatusCode",
+    required: false,
+};
 pub const REQUEST_PROTO_MAJOR: Field = Field {
     type_name: "net/http.Request",
     field: "ProtoMajor",
@@ -76,7 +89,38 @@ pub const HTTP_SERVER: FunctionProbe = FunctionProbe {
         REQUEST_PROTO_MAJOR,
         RESPONSE_STATUS,
     ],
+    makes_spans: true,
+};
+
+/// net/http client: one Exit span per round trip of `http.Transport` (every `http.Client`
+/// call, redirects and retries included, each its own round trip).
+pub const HTTP_CLIENT: FunctionProbe = FunctionProbe {
+    name: "net/http client",
+    symbol: "net/http.(*Transport).roundTrip",
+    entry_program: agent_common::programs::HTTP_CLIENT_ENTRY,
+    return_program: agent_common::programs::HTTP_CLIENT_RETURN,
+    fields: &[
+        G_GOID,
+        REQUEST_METHOD,
+        REQUEST_URL,
+        URL_PATH,
+        URL_HOST,
+        RESPONSE_STATUS_CODE,
+    ],
+    makes_spans: true,
+};
+
+/// Goroutine lineage: `runtime.newproc1` creates every goroutine; its caller's request
+/// context is copied to the new one, so calls made from goroutines a handler started (at any
+/// depth) belong to the handler's request.
+pub const GOROUTINE_LINEAGE: FunctionProbe = FunctionProbe {
+    name: "goroutine lineage",
+    symbol: "runtime.newproc1",
+    entry_program: agent_common::programs::NEWPROC_ENTRY,
+    return_program: agent_common::programs::NEWPROC_RETURN,
+    fields: &[],
+    makes_spans: false,
 };
 
 /// Every probe of the catalog, in the order `inspect` reports them.
-pub const ALL: &[&FunctionProbe] = &[&HTTP_SERVER];
+pub const ALL: &[&FunctionProbe] = &[&HTTP_SERVER, &HTTP_CLIENT, &GOROUTINE_LINEAGE];

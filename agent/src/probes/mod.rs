@@ -5,7 +5,7 @@ pub mod plan;
 
 use std::{collections::HashMap, num::NonZeroU32};
 
-use agent_common::{HttpServerOffsets, maps as map_names};
+use agent_common::{HttpOffsets, maps as map_names};
 use aya::{
     Ebpf,
     maps::{HashMap as BpfHashMap, MapData, RingBuf},
@@ -63,6 +63,8 @@ pub struct AttachedProcess {
     pub go_version: String,
     links: Vec<(&'static str, UProbeLinkId)>,
     pub status_readable: bool,
+    /// Names of the catalog probes attached.
+    pub probes: Vec<&'static str>,
 }
 
 /// The loaded eBPF object and everything attached from it.
@@ -75,10 +77,10 @@ impl Probes {
     /// Loads and verifies every program once; attaching comes per process.
     pub fn load() -> Result<Probes, ProbeError> {
         let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(ProbeError::Load)?;
-        for name in [
-            catalog::HTTP_SERVER.entry_program,
-            catalog::HTTP_SERVER.return_program,
-        ] {
+        for name in catalog::ALL
+            .iter()
+            .flat_map(|p| [p.entry_program, p.return_program])
+        {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::MissingProgram { name })?
@@ -103,8 +105,8 @@ impl Probes {
         RingBuf::try_from(map).map_err(|source| ProbeError::Map { name, source })
     }
 
-    /// Resolves the net/http server probe in the target's binary and attaches it, scoped to
-    /// this one process.
+    /// Resolves every catalog probe in the target's binary and attaches those that can be,
+    /// scoped to this one process. Fails, attaching nothing, when no span-making probe can.
     pub fn attach(&mut self, target: &Target) -> Result<&AttachedProcess, ProbeError> {
         let pid = target.pid;
         let exe = target.exe_name.display().to_string();
@@ -113,49 +115,77 @@ impl Probes {
             exe: exe.clone(),
             source,
         })?;
-        let spec = &catalog::HTTP_SERVER;
-        let plan = plan::plan(&bin, spec);
-        if let Some(blocker) = plan.blocker.clone() {
-            return Err(ProbeError::NotAttachable { pid, exe, blocker });
+        let plans: Vec<plan::ProbePlan> =
+            catalog::ALL.iter().map(|p| plan::plan(&bin, p)).collect();
+        if !plans
+            .iter()
+            .any(|p| p.probe.makes_spans && p.blocker.is_none())
+        {
+            // Report why the first (server) probe cannot attach: the most telling reason.
+            let blocker = plans.iter().find_map(|p| p.blocker.clone());
+            return Err(match blocker {
+                Some(blocker) => ProbeError::NotAttachable { pid, exe, blocker },
+                None => ProbeError::MissingProgram {
+                    name: "any span-making probe",
+                },
+            });
         }
-        for f in plan.fields.iter().filter(|f| f.offset.is_none()) {
-            warn!(
-                pid,
-                exe,
-                probe = spec.name,
-                field = %format!("{}.{}", f.field.type_name, f.field.field),
-                why = f.reason.as_deref().unwrap_or(""),
-                "optional field unknown"
-            );
+        let usable: Vec<&plan::ProbePlan> = plans.iter().filter(|p| p.blocker.is_none()).collect();
+        for p in plans.iter() {
+            if let Some(b) = &p.blocker {
+                warn!(pid, exe, probe = p.probe.name, reason = %b, "probe not attached");
+            }
+            for f in p
+                .fields
+                .iter()
+                .filter(|f| f.offset.is_none() && p.blocker.is_none())
+            {
+                warn!(
+                    pid,
+                    exe,
+                    probe = p.probe.name,
+                    field = %format!("{}.{}", f.field.type_name, f.field.field),
+                    why = f.reason.as_deref().unwrap_or(""),
+                    "optional field unknown"
+                );
+            }
         }
-        let off = |f: &catalog::Field| plan.offset(f);
+        // A field's offset is the same whichever probe asked for it.
+        let off = |f: &catalog::Field| usable.iter().find_map(|p| p.offset(f));
+        let server = usable
+            .iter()
+            .any(|p| p.probe.name == catalog::HTTP_SERVER.name);
         let response_status = off(&catalog::RESPONSE_STATUS);
         let proto_major = off(&catalog::REQUEST_PROTO_MAJOR);
-        let status_readable = response_status.is_some() && proto_major.is_some();
-        if !status_readable {
+        let status_readable = server && response_status.is_some() && proto_major.is_some();
+        if server && !status_readable {
             warn!(
                 pid,
                 exe,
-                "status codes cannot be read in this binary: offsets of net/http.response.status or net/http.Request.ProtoMajor unknown"
+                "server status codes cannot be read in this binary: offsets of net/http.response.status or net/http.Request.ProtoMajor unknown"
             );
         }
-        let offsets = HttpServerOffsets {
+        let client_status = off(&catalog::RESPONSE_STATUS_CODE);
+        let offsets = HttpOffsets {
             g_goid: off(&catalog::G_GOID).unwrap_or(0),
             request_method: off(&catalog::REQUEST_METHOD).unwrap_or(0),
             request_url: off(&catalog::REQUEST_URL).unwrap_or(0),
             request_host: off(&catalog::REQUEST_HOST).unwrap_or(0),
             url_path: off(&catalog::URL_PATH).unwrap_or(0),
+            url_host: off(&catalog::URL_HOST).unwrap_or(0),
             request_proto_major: proto_major.unwrap_or(0),
             response_status: response_status.unwrap_or(0),
             status_readable: u64::from(status_readable),
+            client_status_code: client_status.unwrap_or(0),
+            client_status_readable: u64::from(client_status.is_some()),
         };
         {
-            let name = map_names::HTTP_SERVER_OFFSETS;
+            let name = map_names::HTTP_OFFSETS;
             let map = self
                 .ebpf
                 .map_mut(name)
                 .ok_or(ProbeError::MissingMap { name })?;
-            let mut map: BpfHashMap<_, u32, HttpServerOffsets> =
+            let mut map: BpfHashMap<_, u32, HttpOffsets> =
                 BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
             map.insert(&pid, &offsets, 0)
                 .map_err(|source| ProbeError::Map { name, source })?;
@@ -163,13 +193,13 @@ impl Probes {
 
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         let mut links = Vec::new();
-        let attach_result = (|| {
+        let mut attach_one = |p: &plan::ProbePlan| -> Result<(), ProbeError> {
             for (name, offsets) in [
                 (
-                    spec.entry_program,
-                    plan.entry.into_iter().collect::<Vec<_>>(),
+                    p.probe.entry_program,
+                    p.entry.into_iter().collect::<Vec<_>>(),
                 ),
-                (spec.return_program, plan.return_offsets()),
+                (p.probe.return_program, p.return_offsets()),
             ] {
                 let prog: &mut UProbe = self
                     .ebpf
@@ -183,28 +213,38 @@ impl Probes {
                 links.push((name, link));
             }
             Ok(())
-        })();
+        };
+        let mut attach_result = Ok(());
+        for p in &usable {
+            attach_result = attach_one(p);
+            if attach_result.is_err() {
+                break;
+            }
+        }
         let attached = AttachedProcess {
             pid,
             go_version: bin.build_info().go_version.clone(),
             links,
             status_readable,
+            probes: usable.iter().map(|p| p.probe.name).collect(),
         };
         if let Err(e) = attach_result {
             self.detach_process(attached);
             return Err(e);
         }
-        info!(
-            pid,
-            exe,
-            go = attached.go_version,
-            probe = spec.name,
-            symbol = spec.symbol,
-            symbols = plan.function.as_ref().map_or("none", |(_, s)| s.as_str()),
-            return_sites = plan.returns.len(),
-            offsets = plan.offsets_source(),
-            "attached"
-        );
+        for p in &usable {
+            info!(
+                pid,
+                exe,
+                go = attached.go_version,
+                probe = p.probe.name,
+                symbol = p.probe.symbol,
+                symbols = p.function.as_ref().map_or("none", |(_, s)| s.as_str()),
+                return_sites = p.returns.len(),
+                offsets = p.offsets_source(),
+                "attached"
+            );
+        }
         Ok(self.attached.entry(pid).insert_entry(attached).into_mut())
     }
 
@@ -237,9 +277,9 @@ impl Probes {
                 debug!(pid = p.pid, program = name, error = %e, "detach");
             }
         }
-        let name = map_names::HTTP_SERVER_OFFSETS;
+        let name = map_names::HTTP_OFFSETS;
         if let Some(map) = self.ebpf.map_mut(name)
-            && let Ok(mut map) = BpfHashMap::<_, u32, HttpServerOffsets>::try_from(map)
+            && let Ok(mut map) = BpfHashMap::<_, u32, HttpOffsets>::try_from(map)
         {
             let _ = map.remove(&p.pid);
         }
@@ -253,7 +293,7 @@ mod tests {
     /// `gobin::offsets::STD_FIELDS`: every catalog field must be one of them.
     #[test]
     fn catalog_fields_are_in_the_offsets_database() {
-        for f in super::catalog::HTTP_SERVER.fields {
+        for f in super::catalog::ALL.iter().flat_map(|p| p.fields) {
             assert!(
                 gobin::offsets::STD_FIELDS.contains(&(f.type_name, f.field)),
                 "{}.{} is missing from gobin::offsets::STD_FIELDS",

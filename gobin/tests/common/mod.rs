@@ -11,7 +11,8 @@ use std::sync::OnceLock;
 /// The module path written into go.mod; `BuildInfo::main_path` must report it.
 pub const MODULE: &str = "example.com/skyhook/hello";
 
-const PROGRAM: &str = r#"package main
+/// A net/http hello server: the program every gobin test builds.
+pub const PROGRAM: &str = r#"package main
 
 import (
 	"fmt"
