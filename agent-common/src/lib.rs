@@ -45,6 +45,9 @@ pub mod http_flags {
     pub const READ_FAILED: u16 = 1 << 4;
     /// The call returned a non-nil error (client: transport error, refused, timed out).
     pub const ERROR: u16 = 1 << 5;
+    /// Server: the handler's goroutine ended inside `ServeHTTP` (a panic net/http recovered,
+    /// or `runtime.Goexit`); no response status was written by it.
+    pub const PANICKED: u16 = 1 << 6;
 }
 
 /// One net/http request, written when the instrumented function returns: a server request
@@ -184,6 +187,7 @@ pub mod programs {
     pub const HTTP_CLIENT_RETURN: &str = "http_client_return";
     pub const NEWPROC_ENTRY: &str = "newproc_entry";
     pub const NEWPROC_RETURN: &str = "newproc_return";
+    pub const GOEXIT_ENTRY: &str = "goexit_entry";
 }
 
 /// Bounds of the kernel-side maps.

@@ -443,3 +443,32 @@ pub fn newproc_return(ctx: ProbeContext) -> u32 {
     }
     0
 }
+
+#[uprobe]
+pub fn goexit_entry(ctx: ProbeContext) -> u32 {
+    let (pid, _) = current_pid();
+    // SAFETY: read-only look-up; only processes the agent registered are followed.
+    if unsafe { HTTP_OFFSETS.get(&pid) }.is_none() {
+        return 0;
+    }
+    // goexit1 runs on the exiting goroutine itself: R14 is its g.
+    let key = GoroutineKey {
+        pid,
+        _pad: 0,
+        g: go_regs(&ctx).g,
+    };
+    // A goroutine ending inside ServeHTTP never returned from it: report the request now,
+    // as failed, rather than leaving it to be evicted unseen.
+    if let Some(rec) = HTTP_SERVER_IN_FLIGHT.get_ptr_mut(&key) {
+        // SAFETY: a map value pointer stays valid for the rest of this program run.
+        let rec = unsafe { &mut *rec };
+        // SAFETY: no preconditions.
+        rec.event.end_ns = unsafe { bpf_ktime_get_ns() };
+        rec.event.flags |= http_flags::PANICKED | http_flags::STATUS_UNKNOWN;
+        let _ = EVENTS.output(&rec.event, BPF_RB_NO_WAKEUP as u64);
+        let _ = HTTP_SERVER_IN_FLIGHT.remove(&key);
+    }
+    let _ = HTTP_CLIENT_IN_FLIGHT.remove(&key);
+    let _ = GOROUTINE_CONTEXT.remove(&key);
+    0
+}

@@ -119,3 +119,42 @@ async fn calls_from_the_handler_and_its_goroutines_are_children_of_its_entry_spa
     );
     assert_eq!(tag(&spans[0], "status_code"), Some("502"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_reported_as_failed_and_the_server_survives() {
+    let exe = gobuild::build("tests/fixtures/httpserver").unwrap();
+    let server = GoServer::start(&exe, &[], &[]).await.unwrap();
+    let collector = Collector::start().await.unwrap();
+    let addr = collector.addr().to_string();
+    let agent = Agent::attach(&[server.pid()], &["--collector", &addr])
+        .await
+        .unwrap();
+
+    // net/http closes the connection without answering.
+    assert!(request(&server.addr, "GET", "/panic", None).await.is_err());
+    // The server survives; the next request is traced normally.
+    assert_eq!(
+        request(&server.addr, "GET", "/ok", None)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    collector.wait_for_segments(2, WAIT).await.unwrap();
+    assert!(agent.stop().await.unwrap().success());
+    let segments = collector.segments();
+    let panicked = segment_of(&segments, "GET:/panic");
+    assert_eq!(panicked.len(), 1, "{segments:#?}");
+    let span = &panicked[0].spans[0];
+    assert!(span.is_error);
+    assert_eq!(tag(span, "status_code"), None);
+    assert!(span.start_time <= span.end_time);
+    assert!(
+        span.logs[0]
+            .data
+            .iter()
+            .any(|kv| kv.key == "error.kind" && kv.value == "panic")
+    );
+    assert_eq!(segment_of(&segments, "GET:/ok").len(), 1);
+}

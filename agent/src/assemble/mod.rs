@@ -292,20 +292,32 @@ impl Assembler {
         if let Some(status) = e.status {
             tags.push(tag("status_code", &status.to_string()));
         }
+        let end_time = self.clock.unix_ms(e.end_ns.max(e.start_ns));
+        let mut logs = Vec::new();
+        if e.panicked {
+            logs.push(log(
+                end_time,
+                &[
+                    ("event", "error"),
+                    ("error.kind", "panic"),
+                    ("message", "the handler panicked (or called runtime.Goexit); net/http closed the connection without a response"),
+                ],
+            ));
+        }
         SpanObject {
             span_id: 0,
             parent_span_id: -1,
             start_time: self.clock.unix_ms(e.start_ns),
-            end_time: self.clock.unix_ms(e.end_ns.max(e.start_ns)),
+            end_time,
             refs: vec![],
             operation_name: format!("{}:{}", e.method, e.path),
             peer: String::new(),
             span_type: SpanType::Entry as i32,
             span_layer: SpanLayer::Http as i32,
             component_id: component::GO_HTTP_SERVER,
-            is_error: e.status.is_some_and(|s| s >= 400),
+            is_error: e.panicked || e.status.is_some_and(|s| s >= 400),
             tags,
-            logs: vec![],
+            logs,
             skip_analysis: false,
         }
     }
@@ -429,6 +441,7 @@ mod tests {
             },
             status,
             error: false,
+            panicked: false,
             path_truncated: false,
         })
     }

@@ -39,6 +39,8 @@ pub struct HttpEvent {
     pub status: Option<u16>,
     /// The call returned an error (client transport errors).
     pub error: bool,
+    /// Server: the handler's goroutine ended without returning (a recovered panic).
+    pub panicked: bool,
     pub path_truncated: bool,
 }
 
@@ -94,6 +96,7 @@ pub fn decode(record: &[u8]) -> Option<Event> {
         host: text(&r.host, r.host_len),
         status,
         error: r.flags & http_flags::ERROR != 0,
+        panicked: r.flags & http_flags::PANICKED != 0,
         path_truncated: r.flags & http_flags::PATH_TRUNCATED != 0,
     }))
 }

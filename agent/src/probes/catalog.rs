@@ -21,7 +21,8 @@ pub struct FunctionProbe {
     /// Go symbol, as in the ELF symbol table and pclntab.
     pub symbol: &'static str,
     pub entry_program: &'static str,
-    pub return_program: &'static str,
+    /// The program for every RET site; `None` for probes that only need the entry.
+    pub return_program: Option<&'static str>,
     pub fields: &'static [Field],
     /// Whether the probe makes spans. A process is traceable when at least one such probe
     /// attaches; the others (goroutine lineage) only enrich what those report.
@@ -79,7 +80,7 @@ pub const HTTP_SERVER: FunctionProbe = FunctionProbe {
     name: "net/http server",
     symbol: "net/http.serverHandler.ServeHTTP",
     entry_program: agent_common::programs::HTTP_SERVER_ENTRY,
-    return_program: agent_common::programs::HTTP_SERVER_RETURN,
+    return_program: Some(agent_common::programs::HTTP_SERVER_RETURN),
     fields: &[
         G_GOID,
         REQUEST_METHOD,
@@ -98,7 +99,7 @@ pub const HTTP_CLIENT: FunctionProbe = FunctionProbe {
     name: "net/http client",
     symbol: "net/http.(*Transport).roundTrip",
     entry_program: agent_common::programs::HTTP_CLIENT_ENTRY,
-    return_program: agent_common::programs::HTTP_CLIENT_RETURN,
+    return_program: Some(agent_common::programs::HTTP_CLIENT_RETURN),
     fields: &[
         G_GOID,
         REQUEST_METHOD,
@@ -117,10 +118,28 @@ pub const GOROUTINE_LINEAGE: FunctionProbe = FunctionProbe {
     name: "goroutine lineage",
     symbol: "runtime.newproc1",
     entry_program: agent_common::programs::NEWPROC_ENTRY,
-    return_program: agent_common::programs::NEWPROC_RETURN,
+    return_program: Some(agent_common::programs::NEWPROC_RETURN),
+    fields: &[],
+    makes_spans: false,
+};
+
+/// Goroutine exit: `runtime.goexit1` runs on every goroutine that ends. A goroutine that
+/// ends inside `ServeHTTP` never returned from it (its handler panicked and net/http
+/// recovered, or it called `runtime.Goexit`): its request is reported as failed then, and
+/// the goroutine's request context and client state are freed.
+pub const GOROUTINE_EXIT: FunctionProbe = FunctionProbe {
+    name: "goroutine exit",
+    symbol: "runtime.goexit1",
+    entry_program: agent_common::programs::GOEXIT_ENTRY,
+    return_program: None,
     fields: &[],
     makes_spans: false,
 };
 
 /// Every probe of the catalog, in the order `inspect` reports them.
-pub const ALL: &[&FunctionProbe] = &[&HTTP_SERVER, &HTTP_CLIENT, &GOROUTINE_LINEAGE];
+pub const ALL: &[&FunctionProbe] = &[
+    &HTTP_SERVER,
+    &HTTP_CLIENT,
+    &GOROUTINE_LINEAGE,
+    &GOROUTINE_EXIT,
+];

@@ -79,7 +79,7 @@ impl Probes {
         let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(ProbeError::Load)?;
         for name in catalog::ALL
             .iter()
-            .flat_map(|p| [p.entry_program, p.return_program])
+            .flat_map(|p| std::iter::once(p.entry_program).chain(p.return_program))
         {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
@@ -194,13 +194,15 @@ impl Probes {
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         let mut links = Vec::new();
         let mut attach_one = |p: &plan::ProbePlan| -> Result<(), ProbeError> {
-            for (name, offsets) in [
-                (
-                    p.probe.entry_program,
-                    p.entry.into_iter().collect::<Vec<_>>(),
-                ),
-                (p.probe.return_program, p.return_offsets()),
-            ] {
+            let entry = (
+                p.probe.entry_program,
+                p.entry.into_iter().collect::<Vec<_>>(),
+            );
+            let returns = p
+                .probe
+                .return_program
+                .map(|name| (name, p.return_offsets()));
+            for (name, offsets) in std::iter::once(entry).chain(returns) {
                 let prog: &mut UProbe = self
                     .ebpf
                     .program_mut(name)

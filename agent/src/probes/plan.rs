@@ -156,7 +156,13 @@ pub fn plan(bin: &GoBinary, probe: &'static FunctionProbe) -> ProbePlan {
             if plan.entry.is_none() {
                 block(&mut plan, not_mapped(func.address));
             }
-            match bin.ret_sites(&func) {
+            // Entry-only probes need no RET sites.
+            let rets = match probe.return_program {
+                Some(_) => bin.ret_sites(&func),
+                None => Ok(Vec::new()),
+            };
+            match rets {
+                Ok(rets) if rets.is_empty() && probe.return_program.is_none() => {}
                 Ok(rets) if rets.is_empty() => block(
                     &mut plan,
                     Blocker::ReturnSites {
