@@ -206,6 +206,41 @@ fn begin(
     }
 }
 
+/// The scratch record for a new entry of `request` on goroutine `key`, or `None` when this is
+/// the same call entered again (after morestack or a preemption signal): that one keeps its
+/// first start time. A different request on the goroutine replaces a stale entry.
+#[inline(always)]
+fn fresh_record(
+    in_flight: &LruHashMap<GoroutineKey, HttpInFlight>,
+    key: &GoroutineKey,
+    request: u64,
+) -> Option<&'static mut HttpInFlight> {
+    // SAFETY: read-only look-up of a map value.
+    if let Some(prev) = unsafe { in_flight.get(key) } {
+        if prev.request == request {
+            return None;
+        }
+    }
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch slot; programs on this CPU do not interleave.
+    Some(unsafe { &mut *scratch })
+}
+
+/// The in-flight record of goroutine `key` with its end time set, or `None` when its entry
+/// was not seen (attached mid-call): half a call is never reported.
+#[inline(always)]
+fn finished_record(
+    in_flight: &LruHashMap<GoroutineKey, HttpInFlight>,
+    key: &GoroutineKey,
+) -> Option<&'static mut HttpInFlight> {
+    let rec = in_flight.get_ptr_mut(key)?;
+    // SAFETY: a map value pointer stays valid for the rest of this program run.
+    let rec = unsafe { &mut *rec };
+    // SAFETY: no preconditions.
+    rec.event.end_ns = unsafe { bpf_ktime_get_ns() };
+    Some(rec)
+}
+
 #[uprobe]
 pub fn http_server_entry(ctx: ProbeContext) -> u32 {
     let _ = try_http_server_entry(&ctx);
@@ -227,17 +262,9 @@ fn try_http_server_entry(ctx: &ProbeContext) -> Result<(), i64> {
         _pad: 0,
         g: regs.g,
     };
-    // The same call entered again (after morestack or a preemption signal) keeps its first
-    // start time; a different request on this goroutine replaces a stale entry.
-    // SAFETY: read-only look-up of a map value.
-    if let Some(prev) = unsafe { HTTP_SERVER_IN_FLIGHT.get(&key) } {
-        if prev.request == request {
-            return Ok(());
-        }
-    }
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
-    // SAFETY: per-CPU scratch slot; programs on this CPU do not interleave.
-    let rec = unsafe { &mut *scratch };
+    let Some(rec) = fresh_record(&HTTP_SERVER_IN_FLIGHT, &key, request) else {
+        return Ok(());
+    };
     begin(
         &regs,
         pid,
@@ -281,14 +308,9 @@ fn try_http_server_return(ctx: &ProbeContext) -> Result<(), i64> {
         _pad: 0,
         g: regs.g,
     };
-    let Some(rec) = HTTP_SERVER_IN_FLIGHT.get_ptr_mut(&key) else {
-        // The entry was not seen (attached mid-request): never report half a request.
+    let Some(rec) = finished_record(&HTTP_SERVER_IN_FLIGHT, &key) else {
         return Ok(());
     };
-    // SAFETY: a map value pointer stays valid for the rest of this program run.
-    let rec = unsafe { &mut *rec };
-    // SAFETY: no preconditions.
-    rec.event.end_ns = unsafe { bpf_ktime_get_ns() };
     if off.status_readable != 0 && rec.proto_major == 1 {
         match read_u64(rec.response + off.response_status) {
             Ok(status) => rec.event.status = status as u32,
@@ -324,15 +346,9 @@ fn try_http_client_entry(ctx: &ProbeContext) -> Result<(), i64> {
         _pad: 0,
         g: regs.g,
     };
-    // SAFETY: read-only look-up of a map value.
-    if let Some(prev) = unsafe { HTTP_CLIENT_IN_FLIGHT.get(&key) } {
-        if prev.request == request {
-            return Ok(());
-        }
-    }
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(-1i64)?;
-    // SAFETY: per-CPU scratch slot; programs on this CPU do not interleave.
-    let rec = unsafe { &mut *scratch };
+    let Some(rec) = fresh_record(&HTTP_CLIENT_IN_FLIGHT, &key, request) else {
+        return Ok(());
+    };
     begin(
         &regs,
         pid,
@@ -371,13 +387,9 @@ fn try_http_client_return(ctx: &ProbeContext) -> Result<(), i64> {
         _pad: 0,
         g: regs.g,
     };
-    let Some(rec) = HTTP_CLIENT_IN_FLIGHT.get_ptr_mut(&key) else {
+    let Some(rec) = finished_record(&HTTP_CLIENT_IN_FLIGHT, &key) else {
         return Ok(());
     };
-    // SAFETY: a map value pointer stays valid for the rest of this program run.
-    let rec = unsafe { &mut *rec };
-    // SAFETY: no preconditions.
-    rec.event.end_ns = unsafe { bpf_ktime_get_ns() };
     let response = regs.args[0];
     if regs.args[1] != 0 {
         rec.event.flags |= http_flags::ERROR;
@@ -459,11 +471,7 @@ pub fn goexit_entry(ctx: ProbeContext) -> u32 {
     };
     // A goroutine ending inside ServeHTTP never returned from it: report the request now,
     // as failed, rather than leaving it to be evicted unseen.
-    if let Some(rec) = HTTP_SERVER_IN_FLIGHT.get_ptr_mut(&key) {
-        // SAFETY: a map value pointer stays valid for the rest of this program run.
-        let rec = unsafe { &mut *rec };
-        // SAFETY: no preconditions.
-        rec.event.end_ns = unsafe { bpf_ktime_get_ns() };
+    if let Some(rec) = finished_record(&HTTP_SERVER_IN_FLIGHT, &key) {
         rec.event.flags |= http_flags::PANICKED | http_flags::STATUS_UNKNOWN;
         let _ = EVENTS.output(&rec.event, BPF_RB_NO_WAKEUP as u64);
         let _ = HTTP_SERVER_IN_FLIGHT.remove(&key);

@@ -22,6 +22,18 @@ fn tag<'a>(s: &'a SpanObject, key: &str) -> Option<&'a str> {
         .map(|t| t.value.as_str())
 }
 
+/// The fixture server, traced by the agent, reporting to a loopback collector.
+async fn traced_fixture() -> (GoServer, Collector, Agent) {
+    let exe = gobuild::build("tests/fixtures/httpserver").unwrap();
+    let server = GoServer::start(&exe, &[], &[]).await.unwrap();
+    let collector = Collector::start().await.unwrap();
+    let addr = collector.addr().to_string();
+    let agent = Agent::attach(&[server.pid()], &["--collector", &addr])
+        .await
+        .unwrap();
+    (server, collector, agent)
+}
+
 fn segment_of<'a>(segments: &'a [SegmentObject], endpoint: &str) -> Vec<&'a SegmentObject> {
     segments
         .iter()
@@ -31,13 +43,7 @@ fn segment_of<'a>(segments: &'a [SegmentObject], endpoint: &str) -> Vec<&'a Segm
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_from_the_handler_and_its_goroutines_are_children_of_its_entry_span() {
-    let exe = gobuild::build("tests/fixtures/httpserver").unwrap();
-    let server = GoServer::start(&exe, &[], &[]).await.unwrap();
-    let collector = Collector::start().await.unwrap();
-    let addr = collector.addr().to_string();
-    let agent = Agent::attach(&[server.pid()], &["--collector", &addr])
-        .await
-        .unwrap();
+    let (server, collector, agent) = traced_fixture().await;
 
     let path = format!("/fanout?backend={}", server.addr);
     let resp = request(&server.addr, "GET", &path, None).await.unwrap();
@@ -122,13 +128,7 @@ async fn calls_from_the_handler_and_its_goroutines_are_children_of_its_entry_spa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_is_reported_as_failed_and_the_server_survives() {
-    let exe = gobuild::build("tests/fixtures/httpserver").unwrap();
-    let server = GoServer::start(&exe, &[], &[]).await.unwrap();
-    let collector = Collector::start().await.unwrap();
-    let addr = collector.addr().to_string();
-    let agent = Agent::attach(&[server.pid()], &["--collector", &addr])
-        .await
-        .unwrap();
+    let (server, collector, agent) = traced_fixture().await;
 
     // net/http closes the connection without answering.
     assert!(request(&server.addr, "GET", "/panic", None).await.is_err());

@@ -285,13 +285,7 @@ impl Assembler {
     }
 
     fn entry_span(&mut self, e: &HttpEvent) -> SpanObject {
-        let mut tags = vec![
-            tag("http.method", &e.method),
-            tag("url", &format!("{}{}", e.host, e.path)),
-        ];
-        if let Some(status) = e.status {
-            tags.push(tag("status_code", &status.to_string()));
-        }
+        let tags = http_tags(e);
         let end_time = self.clock.unix_ms(e.end_ns.max(e.start_ns));
         let mut logs = Vec::new();
         if e.panicked {
@@ -323,13 +317,7 @@ impl Assembler {
     }
 
     fn exit_span(&mut self, e: &HttpEvent, span_id: i32) -> SpanObject {
-        let mut tags = vec![
-            tag("http.method", &e.method),
-            tag("url", &format!("{}{}", e.host, e.path)),
-        ];
-        if let Some(status) = e.status {
-            tags.push(tag("status_code", &status.to_string()));
-        }
+        let tags = http_tags(e);
         let end_time = self.clock.unix_ms(e.end_ns.max(e.start_ns));
         let mut logs = Vec::new();
         if e.error {
@@ -359,6 +347,18 @@ impl Assembler {
             skip_analysis: false,
         }
     }
+}
+
+/// skywalking-go's HTTP tags: `http.method`, `url` (host and path), `status_code` when known.
+fn http_tags(e: &HttpEvent) -> Vec<KeyStringValuePair> {
+    let mut tags = vec![
+        tag("http.method", &e.method),
+        tag("url", &format!("{}{}", e.host, e.path)),
+    ];
+    if let Some(status) = e.status {
+        tags.push(tag("status_code", &status.to_string()));
+    }
+    tags
 }
 
 fn tag(key: &str, value: &str) -> KeyStringValuePair {
