@@ -45,8 +45,8 @@ pub mod http_flags {
     pub const READ_FAILED: u16 = 1 << 4;
     /// The call returned a non-nil error (client: transport error, refused, timed out).
     pub const ERROR: u16 = 1 << 5;
-    /// Server: the handler's goroutine ended inside `ServeHTTP` (a panic net/http recovered,
-    /// or `runtime.Goexit`); no response status was written by it.
+    /// Server: the handler panicked. Written at the panic, as a copy of the in-flight record;
+    /// if the panic is recovered inside the handler, the normal record follows at return.
     pub const PANICKED: u16 = 1 << 6;
 }
 
@@ -116,9 +116,11 @@ pub struct HttpOffsets {
     pub client_status_code: u64,
     /// Non-zero when `client_status_code` is known.
     pub client_status_readable: u64,
+    /// `runtime.g.parentGoid`: the goroutine that started this one.
+    pub g_parent_goid: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<HttpOffsets>() == 88);
+const _: () = assert!(core::mem::size_of::<HttpOffsets>() == 96);
 
 /// Key of per-goroutine state: the goroutine (its `g` pointer) inside one process.
 #[repr(C)]
@@ -131,16 +133,17 @@ pub struct GoroutineKey {
 
 const _: () = assert!(core::mem::size_of::<GoroutineKey>() == 16);
 
-/// Key of per-thread state (for runtime functions that run on the system stack, where the
-/// current `g` is the thread's g0 rather than the goroutine that asked).
+/// Key of per-goroutine context: the goroutine's id inside one process. Go never reuses a
+/// goroutine id, so a context can never be inherited by mistake from an earlier goroutine.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ThreadKey {
+pub struct GoidKey {
     pub pid: u32,
-    pub tid: u32,
+    pub _pad: u32,
+    pub goid: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<ThreadKey>() == 8);
+const _: () = assert!(core::mem::size_of::<GoidKey>() == 16);
 
 /// The traced request a goroutine works for. Set for the handler goroutine at the server
 /// entry, copied to every goroutine it (or its descendants) start.
@@ -176,7 +179,6 @@ pub mod maps {
     pub const HTTP_SERVER_IN_FLIGHT: &str = "HTTP_SERVER_IN_FLIGHT";
     pub const HTTP_CLIENT_IN_FLIGHT: &str = "HTTP_CLIENT_IN_FLIGHT";
     pub const GOROUTINE_CONTEXT: &str = "GOROUTINE_CONTEXT";
-    pub const NEWPROC_PARENT: &str = "NEWPROC_PARENT";
 }
 
 /// Program names, shared so that the probe catalog names what the object file contains.
@@ -185,9 +187,8 @@ pub mod programs {
     pub const HTTP_SERVER_RETURN: &str = "http_server_return";
     pub const HTTP_CLIENT_ENTRY: &str = "http_client_entry";
     pub const HTTP_CLIENT_RETURN: &str = "http_client_return";
-    pub const NEWPROC_ENTRY: &str = "newproc_entry";
     pub const NEWPROC_RETURN: &str = "newproc_return";
-    pub const GOEXIT_ENTRY: &str = "goexit_entry";
+    pub const GOPANIC_ENTRY: &str = "gopanic_entry";
 }
 
 /// Bounds of the kernel-side maps.
@@ -200,8 +201,6 @@ pub mod limits {
     pub const MAX_IN_FLIGHT: u32 = 16384;
     /// Goroutines carrying a request context; least recently used are evicted past this.
     pub const MAX_GOROUTINE_CONTEXTS: u32 = 65536;
-    /// Threads inside `runtime.newproc1` at once (one per thread at most).
-    pub const MAX_NEWPROC_THREADS: u32 = 4096;
 }
 
 #[cfg(feature = "user")]
@@ -212,7 +211,7 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GoroutineKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for super::ThreadKey {}
+    unsafe impl aya::Pod for super::GoidKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::GoroutineContext {}
     // SAFETY: as above.

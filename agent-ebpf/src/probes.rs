@@ -1,5 +1,5 @@
 use agent_common::{
-    EventKind, GoroutineContext, GoroutineKey, HttpInFlight, HttpOffsets, ThreadKey, http_flags,
+    EventKind, GoidKey, GoroutineContext, GoroutineKey, HttpInFlight, HttpOffsets, http_flags,
     limits,
 };
 use aya_ebpf::{
@@ -33,16 +33,10 @@ static HTTP_SERVER_IN_FLIGHT: LruHashMap<GoroutineKey, HttpInFlight> =
 static HTTP_CLIENT_IN_FLIGHT: LruHashMap<GoroutineKey, HttpInFlight> =
     LruHashMap::with_max_entries(limits::MAX_IN_FLIGHT, 0);
 
-/// The request each goroutine works for (handler goroutines and their descendants).
+/// The request each goroutine works for (handler goroutines and their descendants), by goid.
 #[map]
-static GOROUTINE_CONTEXT: LruHashMap<GoroutineKey, GoroutineContext> =
+static GOROUTINE_CONTEXT: LruHashMap<GoidKey, GoroutineContext> =
     LruHashMap::with_max_entries(limits::MAX_GOROUTINE_CONTEXTS, 0);
-
-/// `runtime.newproc1` runs on the system stack, so its entry and return are matched by
-/// thread: the goroutine that asked for the new one, per thread.
-#[map]
-static NEWPROC_PARENT: HashMap<ThreadKey, u64> =
-    HashMap::with_max_entries(limits::MAX_NEWPROC_THREADS, 0);
 
 /// Scratch space: an in-flight record is too large for the 512-byte BPF stack.
 #[map]
@@ -284,9 +278,16 @@ fn try_http_server_entry(ctx: &ProbeContext) -> Result<(), i64> {
         .insert(&key, rec, 0)
         .map_err(|e| e as i64)?;
     // Everything this goroutine (and the goroutines it starts) calls belongs to this request.
-    GOROUTINE_CONTEXT
-        .insert(&key, &GoroutineContext { request_id }, 0)
-        .map_err(|e| e as i64)?;
+    if rec.event.goid != 0 {
+        let ctx_key = GoidKey {
+            pid,
+            _pad: 0,
+            goid: rec.event.goid,
+        };
+        GOROUTINE_CONTEXT
+            .insert(&ctx_key, &GoroutineContext { request_id }, 0)
+            .map_err(|e| e as i64)?;
+    }
     Ok(())
 }
 
@@ -322,7 +323,12 @@ fn try_http_server_return(ctx: &ProbeContext) -> Result<(), i64> {
     let _ = EVENTS.output(&rec.event, BPF_RB_NO_WAKEUP as u64);
     let _ = HTTP_SERVER_IN_FLIGHT.remove(&key);
     // The connection's goroutine serves its next request under a new context.
-    let _ = GOROUTINE_CONTEXT.remove(&key);
+    let ctx_key = GoidKey {
+        pid,
+        _pad: 0,
+        goid: rec.event.goid,
+    };
+    let _ = GOROUTINE_CONTEXT.remove(&ctx_key);
     Ok(())
 }
 
@@ -358,8 +364,13 @@ fn try_http_client_entry(ctx: &ProbeContext) -> Result<(), i64> {
         EventKind::HttpClientRequest,
         rec,
     );
+    let ctx_key = GoidKey {
+        pid,
+        _pad: 0,
+        goid: rec.event.goid,
+    };
     // SAFETY: read-only look-up of a map value.
-    if let Some(c) = unsafe { GOROUTINE_CONTEXT.get(&key) } {
+    if let Some(c) = unsafe { GOROUTINE_CONTEXT.get(&ctx_key) } {
         rec.event.request_id = c.request_id;
     }
     HTTP_CLIENT_IN_FLIGHT
@@ -407,76 +418,60 @@ fn try_http_client_return(ctx: &ProbeContext) -> Result<(), i64> {
     Ok(())
 }
 
-#[uprobe]
-pub fn newproc_entry(ctx: ProbeContext) -> u32 {
-    let (pid, tid) = current_pid();
-    // SAFETY: read-only look-up; only processes the agent registered are followed.
-    if unsafe { HTTP_OFFSETS.get(&pid) }.is_none() {
-        return 0;
-    }
-    // newproc1(fn *funcval, callergp *g, ...): the parent goroutine in RBX.
-    let regs = go_regs(&ctx);
-    let _ = NEWPROC_PARENT.insert(&ThreadKey { pid, tid }, &regs.args[1], 0);
-    0
-}
-
 #[uprobe(multi)]
 pub fn newproc_return(ctx: ProbeContext) -> u32 {
-    let (pid, tid) = current_pid();
-    let thread = ThreadKey { pid, tid };
-    // SAFETY: read-only look-up of a map value.
-    let Some(&parent) = (unsafe { NEWPROC_PARENT.get(&thread) }) else {
+    let (pid, _) = current_pid();
+    // SAFETY: read-only look-up; only processes the agent registered are followed.
+    let Some(off) = (unsafe { HTTP_OFFSETS.get(&pid) }) else {
         return 0;
     };
-    let _ = NEWPROC_PARENT.remove(&thread);
-    // The new goroutine's g is the result, in RAX.
+    // newproc1 returns the new goroutine's g in RAX; it records who started it.
     let child = go_regs(&ctx).args[0];
-    let child_key = GoroutineKey {
-        pid,
-        _pad: 0,
-        g: child,
+    let (Ok(goid), Ok(parent)) = (
+        read_u64(child + off.g_goid),
+        read_u64(child + off.g_parent_goid),
+    ) else {
+        return 0;
     };
-    let parent_key = GoroutineKey {
+    let parent_key = GoidKey {
         pid,
         _pad: 0,
-        g: parent,
+        goid: parent,
     };
     // SAFETY: read-only look-up of a map value.
-    match unsafe { GOROUTINE_CONTEXT.get(&parent_key) } {
-        Some(c) => {
-            let c = *c;
-            let _ = GOROUTINE_CONTEXT.insert(&child_key, &c, 0);
-        }
-        // g structs are reused: a child of an untraced goroutine must not inherit what an
-        // earlier goroutine with the same g left behind.
-        None => {
-            let _ = GOROUTINE_CONTEXT.remove(&child_key);
-        }
+    if let Some(c) = unsafe { GOROUTINE_CONTEXT.get(&parent_key) } {
+        let c = *c;
+        let _ = GOROUTINE_CONTEXT.insert(&GoidKey { pid, _pad: 0, goid }, &c, 0);
     }
     0
 }
 
 #[uprobe]
-pub fn goexit_entry(ctx: ProbeContext) -> u32 {
+pub fn gopanic_entry(ctx: ProbeContext) -> u32 {
     let (pid, _) = current_pid();
     // SAFETY: read-only look-up; only processes the agent registered are followed.
     if unsafe { HTTP_OFFSETS.get(&pid) }.is_none() {
         return 0;
     }
-    // goexit1 runs on the exiting goroutine itself: R14 is its g.
+    // gopanic runs on the panicking goroutine: R14 is its g.
     let key = GoroutineKey {
         pid,
         _pad: 0,
         g: go_regs(&ctx).g,
     };
-    // A goroutine ending inside ServeHTTP never returned from it: report the request now,
-    // as failed, rather than leaving it to be evicted unseen.
-    if let Some(rec) = finished_record(&HTTP_SERVER_IN_FLIGHT, &key) {
+    // A handler that panics may never return from ServeHTTP (net/http recovers the panic and
+    // closes the connection): report a copy of its request now, marked; the agent keeps it
+    // only if the normal record does not follow.
+    if let Some(rec) = HTTP_SERVER_IN_FLIGHT.get_ptr_mut(&key) {
+        // SAFETY: a map value pointer stays valid for the rest of this program run.
+        let rec = unsafe { &mut *rec };
+        let flags = rec.event.flags;
+        // SAFETY: no preconditions.
+        rec.event.end_ns = unsafe { bpf_ktime_get_ns() };
         rec.event.flags |= http_flags::PANICKED | http_flags::STATUS_UNKNOWN;
         let _ = EVENTS.output(&rec.event, BPF_RB_NO_WAKEUP as u64);
-        let _ = HTTP_SERVER_IN_FLIGHT.remove(&key);
+        rec.event.flags = flags;
+        rec.event.end_ns = 0;
     }
-    let _ = HTTP_CLIENT_IN_FLIGHT.remove(&key);
-    let _ = GOROUTINE_CONTEXT.remove(&key);
     0
 }

@@ -16,6 +16,7 @@ use crate::{Arch, GoBinary, parse_go_version};
 /// The probe catalog may only rely on fields listed here for stripped binaries.
 pub const STD_FIELDS: &[(&str, &str)] = &[
     ("runtime.g", "goid"),
+    ("runtime.g", "parentGoid"),
     ("net/http.Request", "Method"),
     ("net/http.Request", "URL"),
     ("net/http.Request", "Host"),
@@ -665,6 +666,7 @@ go1.23.0\tamd64\tnet/http.Request\tPattern\t248\n";
     fn std_fields_cover_the_probe_catalog_needs() {
         for (t, f) in [
             ("runtime.g", "goid"),
+            ("runtime.g", "parentGoid"),
             ("net/http.Request", "Method"),
             ("net/http.Request", "URL"),
             ("net/http.Request", "Host"),

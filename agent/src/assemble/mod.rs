@@ -40,6 +40,11 @@ pub const MAX_EXITS_PER_REQUEST: usize = 256;
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Reported requests remembered for late exits.
 pub const MAX_DONE: usize = 10_000;
+/// How long a request that panicked waits for its normal record (the handler recovered)
+/// before it is reported as failed.
+pub const PANIC_GRACE: Duration = Duration::from_secs(5);
+/// Panicked requests held at once; past this the oldest is reported.
+pub const MAX_HELD_PANICS: usize = 1_000;
 
 /// The names a traced process reports under.
 #[derive(Clone, Debug)]
@@ -88,6 +93,8 @@ pub struct Assembler {
     open_order: VecDeque<RequestKey>,
     done: HashMap<RequestKey, Reported>,
     done_order: VecDeque<RequestKey>,
+    /// Copies of requests taken when their handler panicked, waiting for the normal record.
+    panics: HashMap<RequestKey, (HttpEvent, Instant)>,
     pub stats: AssembleStats,
 }
 
@@ -101,6 +108,7 @@ impl Assembler {
             open_order: VecDeque::new(),
             done: HashMap::new(),
             done_order: VecDeque::new(),
+            panics: HashMap::new(),
             stats: AssembleStats::default(),
         }
     }
@@ -109,7 +117,12 @@ impl Assembler {
     pub fn assemble(&mut self, event: Event) -> Vec<SegmentObject> {
         match event {
             Event::Http(e) => match e.side {
-                HttpSide::Server => self.server(e).into_iter().collect(),
+                HttpSide::Server if e.panicked => self.hold_panic(e),
+                HttpSide::Server => {
+                    // The handler recovered from its panic: the normal record wins.
+                    self.panics.remove(&(e.pid, e.request_id));
+                    self.server(e).into_iter().collect()
+                }
                 HttpSide::Client => self.client(e),
             },
         }
@@ -187,9 +200,38 @@ impl Assembler {
         flushed
     }
 
-    /// Reports the exits of requests that have waited longer than [`OPEN_TIMEOUT`].
+    fn hold_panic(&mut self, e: HttpEvent) -> Vec<SegmentObject> {
+        let mut out = Vec::new();
+        if self.panics.len() >= MAX_HELD_PANICS {
+            let oldest = self
+                .panics
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| *k);
+            if let Some((e, _)) = oldest.and_then(|k| self.panics.remove(&k)) {
+                out.extend(self.server(e));
+            }
+        }
+        self.panics
+            .insert((e.pid, e.request_id), (e, Instant::now()));
+        out
+    }
+
+    /// Reports the exits of requests that have waited longer than [`OPEN_TIMEOUT`], and the
+    /// panicked requests that did not return within [`PANIC_GRACE`].
     pub fn expire(&mut self, now: Instant) -> Vec<SegmentObject> {
         let mut out = Vec::new();
+        let due: Vec<RequestKey> = self
+            .panics
+            .iter()
+            .filter(|(_, (_, t))| now.duration_since(*t) >= PANIC_GRACE)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in due {
+            if let Some((e, _)) = self.panics.remove(&k) {
+                out.extend(self.server(e));
+            }
+        }
         while let Some(key) = self.open_order.front().copied() {
             match self.open.get(&key) {
                 Some(o) if now.duration_since(o.since) < OPEN_TIMEOUT => break,
@@ -202,10 +244,14 @@ impl Assembler {
         out
     }
 
-    /// Reports every waiting exit (at shutdown).
+    /// Reports every held panic and waiting exit (at shutdown).
     pub fn flush_all(&mut self) -> Vec<SegmentObject> {
+        let panics: Vec<HttpEvent> = self.panics.drain().map(|(_, (e, _))| e).collect();
+        let mut out: Vec<SegmentObject> =
+            panics.into_iter().filter_map(|e| self.server(e)).collect();
         let keys: Vec<RequestKey> = self.open_order.drain(..).collect();
-        keys.into_iter().flat_map(|k| self.flush_open(k)).collect()
+        out.extend(keys.into_iter().flat_map(|k| self.flush_open(k)));
+        out
     }
 
     fn flush_open(&mut self, key: RequestKey) -> Vec<SegmentObject> {
@@ -294,7 +340,7 @@ impl Assembler {
                 &[
                     ("event", "error"),
                     ("error.kind", "panic"),
-                    ("message", "the handler panicked (or called runtime.Goexit); net/http closed the connection without a response"),
+                    ("message", "the handler panicked and did not recover; net/http closed the connection without a response"),
                 ],
             ));
         }
@@ -556,6 +602,36 @@ mod tests {
         assert_eq!(orphans.len(), 1);
         assert_eq!(orphans[0].spans[0].logs[0].data[0].value, "orphaned");
         assert!(a.flush_all().is_empty());
+    }
+
+    #[test]
+    fn a_panic_is_reported_only_if_the_request_does_not_return() {
+        let mut a = assembler();
+        let panicked = |e: Event| match e {
+            Event::Http(mut h) => {
+                h.panicked = true;
+                h.status = None;
+                Event::Http(h)
+            }
+        };
+        // Recovered inside the handler: the normal record replaces the panic copy.
+        assert!(
+            a.assemble(panicked(http(HttpSide::Server, 3, 1000, 1001, None)))
+                .is_empty()
+        );
+        let normal = a.assemble(http(HttpSide::Server, 3, 1000, 1003, Some(500)));
+        assert_eq!(normal.len(), 1);
+        assert!(a.expire(Instant::now() + PANIC_GRACE).is_empty());
+        // Not recovered: reported as failed once the grace has passed.
+        assert!(
+            a.assemble(panicked(http(HttpSide::Server, 4, 1000, 1001, None)))
+                .is_empty()
+        );
+        assert!(a.expire(Instant::now()).is_empty());
+        let failed = a.expire(Instant::now() + PANIC_GRACE);
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].spans[0].is_error);
+        assert_eq!(failed[0].spans[0].logs[0].data[1].value, "panic");
     }
 
     #[test]

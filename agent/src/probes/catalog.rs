@@ -20,7 +20,8 @@ pub struct FunctionProbe {
     pub name: &'static str,
     /// Go symbol, as in the ELF symbol table and pclntab.
     pub symbol: &'static str,
-    pub entry_program: &'static str,
+    /// The program for the first instruction; `None` for probes that only need the returns.
+    pub entry_program: Option<&'static str>,
     /// The program for every RET site; `None` for probes that only need the entry.
     pub return_program: Option<&'static str>,
     pub fields: &'static [Field],
@@ -79,7 +80,7 @@ pub const RESPONSE_STATUS: Field = Field {
 pub const HTTP_SERVER: FunctionProbe = FunctionProbe {
     name: "net/http server",
     symbol: "net/http.serverHandler.ServeHTTP",
-    entry_program: agent_common::programs::HTTP_SERVER_ENTRY,
+    entry_program: Some(agent_common::programs::HTTP_SERVER_ENTRY),
     return_program: Some(agent_common::programs::HTTP_SERVER_RETURN),
     fields: &[
         G_GOID,
@@ -98,7 +99,7 @@ pub const HTTP_SERVER: FunctionProbe = FunctionProbe {
 pub const HTTP_CLIENT: FunctionProbe = FunctionProbe {
     name: "net/http client",
     symbol: "net/http.(*Transport).roundTrip",
-    entry_program: agent_common::programs::HTTP_CLIENT_ENTRY,
+    entry_program: Some(agent_common::programs::HTTP_CLIENT_ENTRY),
     return_program: Some(agent_common::programs::HTTP_CLIENT_RETURN),
     fields: &[
         G_GOID,
@@ -111,35 +112,36 @@ pub const HTTP_CLIENT: FunctionProbe = FunctionProbe {
     makes_spans: true,
 };
 
-/// Goroutine lineage: `runtime.newproc1` creates every goroutine; its caller's request
-/// context is copied to the new one, so calls made from goroutines a handler started (at any
-/// depth) belong to the handler's request.
+pub const G_PARENT_GOID: Field = Field {
+    type_name: "runtime.g",
+    field: "parentGoid",
+    required: true,
+};
+
+/// Goroutine lineage: `runtime.newproc1` creates every goroutine and returns it, with the
+/// id of the goroutine that started it recorded; the parent's request context is copied to
+/// the child there, so calls from goroutines a handler started (at any depth) belong to the
+/// handler's request. Returns only: one trap per goroutine.
 pub const GOROUTINE_LINEAGE: FunctionProbe = FunctionProbe {
     name: "goroutine lineage",
     symbol: "runtime.newproc1",
-    entry_program: agent_common::programs::NEWPROC_ENTRY,
+    entry_program: None,
     return_program: Some(agent_common::programs::NEWPROC_RETURN),
-    fields: &[],
+    fields: &[G_GOID, G_PARENT_GOID],
     makes_spans: false,
 };
 
-/// Goroutine exit: `runtime.goexit1` runs on every goroutine that ends. A goroutine that
-/// ends inside `ServeHTTP` never returned from it (its handler panicked and net/http
-/// recovered, or it called `runtime.Goexit`): its request is reported as failed then, and
-/// the goroutine's request context and client state are freed.
-pub const GOROUTINE_EXIT: FunctionProbe = FunctionProbe {
-    name: "goroutine exit",
-    symbol: "runtime.goexit1",
-    entry_program: agent_common::programs::GOEXIT_ENTRY,
+/// Panics: `runtime.gopanic` fires only when something panics. A handler that panics may
+/// never return from `ServeHTTP` (net/http recovers and closes the connection), so its
+/// request is reported from here, as failed, unless it returns after all.
+pub const PANICS: FunctionProbe = FunctionProbe {
+    name: "panics",
+    symbol: "runtime.gopanic",
+    entry_program: Some(agent_common::programs::GOPANIC_ENTRY),
     return_program: None,
     fields: &[],
     makes_spans: false,
 };
 
 /// Every probe of the catalog, in the order `inspect` reports them.
-pub const ALL: &[&FunctionProbe] = &[
-    &HTTP_SERVER,
-    &HTTP_CLIENT,
-    &GOROUTINE_LINEAGE,
-    &GOROUTINE_EXIT,
-];
+pub const ALL: &[&FunctionProbe] = &[&HTTP_SERVER, &HTTP_CLIENT, &GOROUTINE_LINEAGE, &PANICS];

@@ -79,7 +79,7 @@ impl Probes {
         let mut ebpf = Ebpf::load(PROBES_OBJECT).map_err(ProbeError::Load)?;
         for name in catalog::ALL
             .iter()
-            .flat_map(|p| std::iter::once(p.entry_program).chain(p.return_program))
+            .flat_map(|p| p.entry_program.into_iter().chain(p.return_program))
         {
             let prog: &mut UProbe = ebpf
                 .program_mut(name)
@@ -178,6 +178,7 @@ impl Probes {
             status_readable: u64::from(status_readable),
             client_status_code: client_status.unwrap_or(0),
             client_status_readable: u64::from(client_status.is_some()),
+            g_parent_goid: off(&catalog::G_PARENT_GOID).unwrap_or(0),
         };
         {
             let name = map_names::HTTP_OFFSETS;
@@ -194,15 +195,15 @@ impl Probes {
         let scope = NonZeroU32::new(pid).map_or(UProbeScope::AllProcesses, UProbeScope::OneProcess);
         let mut links = Vec::new();
         let mut attach_one = |p: &plan::ProbePlan| -> Result<(), ProbeError> {
-            let entry = (
-                p.probe.entry_program,
-                p.entry.into_iter().collect::<Vec<_>>(),
-            );
+            let entry = p
+                .probe
+                .entry_program
+                .map(|name| (name, p.entry.into_iter().collect::<Vec<_>>()));
             let returns = p
                 .probe
                 .return_program
                 .map(|name| (name, p.return_offsets()));
-            for (name, offsets) in std::iter::once(entry).chain(returns) {
+            for (name, offsets) in entry.into_iter().chain(returns) {
                 let prog: &mut UProbe = self
                     .ebpf
                     .program_mut(name)
