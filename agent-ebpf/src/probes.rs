@@ -235,6 +235,46 @@ fn finished_record(
     Some(rec)
 }
 
+/// What an HTTP entry probe starts from.
+struct Entered {
+    off: &'static HttpOffsets,
+    regs: GoRegs,
+    key: GoroutineKey,
+    request: u64,
+    rec: &'static mut HttpInFlight,
+}
+
+/// The common start of the HTTP entry probes: the process's offsets, the goroutine, the
+/// `*http.Request` (in argument register `request_arg`) and a fresh record filled by
+/// [`begin`]; `None` for an untraced process or a call entered again.
+#[inline(always)]
+fn enter(
+    ctx: &ProbeContext,
+    in_flight: &LruHashMap<GoroutineKey, HttpInFlight>,
+    kind: EventKind,
+    request_arg: usize,
+) -> Option<Entered> {
+    let (pid, tid) = current_pid();
+    // SAFETY: the map value is only read here; the agent writes it before attaching.
+    let off = unsafe { HTTP_OFFSETS.get(&pid) }?;
+    let regs = go_regs(ctx);
+    let request = *regs.args.get(request_arg)?;
+    let key = GoroutineKey {
+        pid,
+        _pad: 0,
+        g: regs.g,
+    };
+    let rec = fresh_record(in_flight, &key, request)?;
+    begin(&regs, pid, tid, off, request, kind, rec);
+    Some(Entered {
+        off,
+        regs,
+        key,
+        request,
+        rec,
+    })
+}
+
 #[uprobe]
 pub fn http_server_entry(ctx: ProbeContext) -> u32 {
     let _ = try_http_server_entry(&ctx);
@@ -242,32 +282,19 @@ pub fn http_server_entry(ctx: ProbeContext) -> u32 {
 }
 
 fn try_http_server_entry(ctx: &ProbeContext) -> Result<(), i64> {
-    let (pid, tid) = current_pid();
-    // SAFETY: the map value is only read here; the agent writes it before attaching.
-    let Some(off) = (unsafe { HTTP_OFFSETS.get(&pid) }) else {
-        return Ok(());
-    };
     // serverHandler.ServeHTTP(sh serverHandler, rw ResponseWriter, req *Request):
     // sh (one pointer) in RAX, rw (itab, data) in RBX and RCX, req in RDI.
-    let regs = go_regs(ctx);
-    let request = regs.args[3];
-    let key = GoroutineKey {
-        pid,
-        _pad: 0,
-        g: regs.g,
-    };
-    let Some(rec) = fresh_record(&HTTP_SERVER_IN_FLIGHT, &key, request) else {
+    let Some(Entered {
+        off,
+        regs,
+        key,
+        request,
+        rec,
+    }) = enter(ctx, &HTTP_SERVER_IN_FLIGHT, EventKind::HttpServerRequest, 3)
+    else {
         return Ok(());
     };
-    begin(
-        &regs,
-        pid,
-        tid,
-        off,
-        request,
-        EventKind::HttpServerRequest,
-        rec,
-    );
+    let pid = key.pid;
     rec.response = regs.args[2];
     if off.status_readable != 0 {
         rec.proto_major = read_u64(request + off.request_proto_major).unwrap_or(0);
@@ -339,31 +366,13 @@ pub fn http_client_entry(ctx: ProbeContext) -> u32 {
 }
 
 fn try_http_client_entry(ctx: &ProbeContext) -> Result<(), i64> {
-    let (pid, tid) = current_pid();
-    // SAFETY: read-only look-up of a map value.
-    let Some(off) = (unsafe { HTTP_OFFSETS.get(&pid) }) else {
-        return Ok(());
-    };
     // (*Transport).roundTrip(req *Request): the receiver in RAX, req in RBX.
-    let regs = go_regs(ctx);
-    let request = regs.args[1];
-    let key = GoroutineKey {
-        pid,
-        _pad: 0,
-        g: regs.g,
-    };
-    let Some(rec) = fresh_record(&HTTP_CLIENT_IN_FLIGHT, &key, request) else {
+    let Some(Entered { key, rec, .. }) =
+        enter(ctx, &HTTP_CLIENT_IN_FLIGHT, EventKind::HttpClientRequest, 1)
+    else {
         return Ok(());
     };
-    begin(
-        &regs,
-        pid,
-        tid,
-        off,
-        request,
-        EventKind::HttpClientRequest,
-        rec,
-    );
+    let pid = key.pid;
     let ctx_key = GoidKey {
         pid,
         _pad: 0,

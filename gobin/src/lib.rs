@@ -366,17 +366,6 @@ impl GoBinary {
         file_offset(&self.segments, vaddr)
     }
 
-    /// The link-time virtual address that file offset `offset` is loaded at, through the
-    /// `PT_LOAD` segment containing it. With `/proc/PID/maps` this gives a PIE's load bias.
-    pub fn vaddr_of_file_offset(&self, offset: u64) -> Option<u64> {
-        self.segments.iter().find_map(|s| {
-            let delta = offset.checked_sub(s.offset)?;
-            (delta < s.filesz)
-                .then(|| s.vaddr.checked_add(delta))
-                .flatten()
-        })
-    }
-
     /// The address of any defined symbol (function or data, e.g. a Go itab) by exact name.
     /// `None` when absent or the binary is stripped.
     pub fn symbol_address(&self, name: &str) -> Option<u64> {
